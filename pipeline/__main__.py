@@ -1,0 +1,63 @@
+"""Hydra entry point: ``python -m pipeline [-m] key=value ...``; the work is ``pipeline.job.run``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import hydra
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
+
+from pipeline.config import register
+from pipeline.job import HydraJob, PipelineError, _write_result, run
+from pipeline.tracking import Interrupted
+
+register()
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    job = HydraJob.current()
+    try:
+        result = run(cfg, job)
+    except BaseException:
+        _write_result(job, "failed", None)
+        raise
+    return None if result is None else 0.0
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Interrupted(f"signal {signum}")
+
+
+def cli() -> int:
+    """Run Hydra; print bad input as one line, close open sweep runs, exit non-zero on failure."""
+    from pipeline.callbacks import close_open
+
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of Hydra's report
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        main()
+    except (KeyboardInterrupt, Interrupted):
+        close_open("KILLED")
+        print("interrupted: open runs were marked KILLED", file=sys.stderr)
+        return 130
+    except PipelineError as exc:
+        close_open(None)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (HydraException, OmegaConfBaseException) as exc:  # bad overrides or config values
+        close_open(None)
+        print(f"error: {str(exc).strip()}", file=sys.stderr)
+        return 2
+    except Exception:  # a bug: keep the traceback
+        close_open(None)
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

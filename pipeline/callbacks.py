@@ -1,0 +1,65 @@
+"""Hydra callbacks: one MLflow parent run per multirun, and a summary of what the sweep did.
+
+``on_multirun_start`` runs once, in the launching process, before any job: it creates the
+tracking store (so parallel jobs never race on a new SQLite schema) and the parent run that every
+job of the sweep hangs under. The parent ends FINISHED when every job finished or was skipped,
+FAILED otherwise, KILLED on an interruption, also when the sweep raised (see :func:`close_open`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import TrackingConfig
+
+_OPEN: dict[str, tuple[Any, str, str]] = {}  # parent run id -> (tracker, run id, sweep dir)
+
+
+def _tracker(config: DictConfig):
+    from pipeline.tracking import Tracker
+
+    tracking = OmegaConf.merge(OmegaConf.structured(TrackingConfig), config.tracking)
+    return Tracker(OmegaConf.to_object(tracking))
+
+
+class SweepTracking(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = str(Path(config.hydra.sweep.dir).resolve())
+        tracker = _tracker(config)
+        overrides = " ".join(config.hydra.overrides.task)
+        run_id = tracker.start_parent(sweep, f"sweep {overrides}".strip(), {"overrides": overrides[:5000]})
+        _OPEN[run_id] = (tracker, run_id, sweep)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        close_open(None)
+
+
+def close_open(status: str | None) -> None:
+    """End the parent runs still open; ``status`` None derives it from the jobs' results."""
+    for key, (tracker, run_id, sweep) in list(_OPEN.items()):
+        counts = summarize(sweep)
+        final = status or ("FINISHED" if counts.get("failed", 0) == 0 else "FAILED")
+        tracker.end(run_id, final)
+        del _OPEN[key]
+        parts = [f"{counts.get(s, 0)} {s}" for s in ("finished", "skipped", "failed")]
+        print(f"sweep {sweep}: {', '.join(parts)}", flush=True)
+        if counts.get("skipped"):
+            print(
+                f"skipped {counts['skipped']} job(s) with an identical FINISHED run in the store "
+                "(force=true reruns them)",
+                flush=True,
+            )
+
+
+def summarize(sweep: str) -> dict[str, int]:
+    """How many jobs of a sweep finished, were skipped or failed (their result.json files)."""
+    counts: dict[str, int] = {}
+    for path in Path(sweep).glob("*/result.json"):
+        status = json.loads(path.read_text()).get("status", "failed")
+        counts[status] = counts.get(status, 0) + 1
+    return counts

@@ -1,0 +1,228 @@
+"""Evaluation data: Fashion-MNIST (the offline default), ImageNet validation folders, synthetic images.
+
+:func:`load_eval_data` returns the evaluated subset (``data.limit`` images spread evenly over the
+whole set, the same for every job) and keeps preprocessed tensors in memory, so the jobs of a
+sequential sweep decode and transform the images once.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from pipeline.config import DataConfig
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_TEST = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FMNIST_TRAIN = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DATASETS = ("fashion_mnist", "imagenet", "synthetic")
+CACHE_BYTES = 4 << 30  # preprocessed images kept in memory across the jobs of a sweep
+
+
+class DataError(RuntimeError):
+    """Data cannot be found or read; the message says what to put where."""
+
+
+@dataclass
+class EvalData:
+    """The images one job evaluates: in memory (``images``/``labels``) or streamed (``dataset``)."""
+
+    name: str
+    size: int
+    image_shape: tuple[int, ...]
+    images: Tensor | None = None  # (N, C, H, W) float32, preprocessed
+    labels: Tensor | None = None  # (N,) int64
+    dataset: Dataset | None = None
+
+    def batches(self, batch_size: int, num_workers: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """(images, labels) batches in a fixed order."""
+        if self.images is not None and self.labels is not None:
+            for start in range(0, self.size, batch_size):
+                yield self.images[start : start + batch_size], self.labels[start : start + batch_size]
+            return
+        loader = DataLoader(self.dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        yield from loader
+
+
+_CACHE: dict[tuple, EvalData] = {}
+
+
+def load_eval_data(cfg: DataConfig, seed: int = 0) -> EvalData:
+    """The evaluated images of ``cfg``, served from the in-memory cache when already prepared."""
+    key = (cfg.name, cfg.root, cfg.limit, tuple(cfg.image_size), cfg.size, cfg.num_classes, seed)
+    if cfg.cache and key in _CACHE:
+        return _CACHE[key]
+    if cfg.name == "fashion_mnist":
+        data = _fashion_mnist(cfg)
+    elif cfg.name == "imagenet":
+        data = _imagenet(cfg)
+    elif cfg.name == "synthetic":
+        data = _synthetic(cfg, seed)
+    else:
+        raise DataError(f"unknown data set {cfg.name!r}; known: {', '.join(DATASETS)}")
+    if cfg.cache and data.images is None and data.size * _image_bytes(data.image_shape) <= CACHE_BYTES:
+        data = _materialize(data, cfg.batch_size, cfg.num_workers)
+    if cfg.cache:
+        _CACHE[key] = data
+    return data
+
+
+def spread_indices(size: int, limit: int | None) -> list[int]:
+    """``limit`` indices spread evenly over ``range(size)`` (every size/limit-th), or all of them.
+
+    Class-sorted folders therefore contribute images of every class, and every job picks the same.
+    """
+    if limit is None or limit >= size:
+        return list(range(size))
+    return [i * size // limit for i in range(limit)]
+
+
+def _image_bytes(shape: tuple[int, ...]) -> int:
+    return 4 * int(np.prod(shape))
+
+
+def _materialize(data: EvalData, batch_size: int, num_workers: int) -> EvalData:
+    images, labels = zip(*data.batches(batch_size, num_workers), strict=True)
+    return EvalData(data.name, data.size, data.image_shape, torch.cat(images), torch.cat(labels))
+
+
+# Fashion-MNIST ------------------------------------------------------------------------------
+
+
+def find_fashion_mnist(root: str | None) -> Path | None:
+    """The first folder holding the Fashion-MNIST IDX files: data.root, then Debian's package."""
+    candidates = []
+    if root:
+        candidates += [Path(root), Path(root) / "FashionMNIST" / "raw"]
+    candidates.append(DEBIAN_FASHION_MNIST)
+    for folder in candidates:
+        if all(_idx_file(folder, name) is not None for name in FMNIST_TEST):
+            return folder
+    return None
+
+
+def _idx_file(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (optionally gzipped) as a numpy array of unsigned bytes."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {data.size}")
+    return data.reshape(dims)
+
+
+def read_fashion_mnist(folder: Path, split: str = "test") -> tuple[Tensor, Tensor]:
+    """(images uint8 (N, 28, 28), labels int64 (N,)) of one split."""
+    images_name, labels_name = FMNIST_TEST if split == "test" else FMNIST_TRAIN
+    images_path, labels_path = _idx_file(folder, images_name), _idx_file(folder, labels_name)
+    if images_path is None or labels_path is None:
+        raise DataError(f"Fashion-MNIST {split} split not found in {folder}")
+    images = torch.from_numpy(read_idx(images_path).copy())
+    labels = torch.from_numpy(read_idx(labels_path).astype(np.int64))
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(f"{images_path} and {labels_path} disagree on the number of images")
+    return images, labels
+
+
+def normalize_fashion_mnist(images: Tensor) -> Tensor:
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), scaled to [0, 1] and normalized."""
+    from pipeline.fmnist_models import FMNIST_MEAN, FMNIST_STD
+
+    return ((images.float() / 255.0 - FMNIST_MEAN[0]) / FMNIST_STD[0]).unsqueeze(1)
+
+
+def _fashion_mnist(cfg: DataConfig) -> EvalData:
+    folder = find_fashion_mnist(cfg.root)
+    if folder is None and cfg.download:
+        folder = _download_fashion_mnist(cfg.root or "outputs/data")
+    if folder is None:
+        where = f"data.root={cfg.root} or " if cfg.root else ""
+        raise DataError(
+            f"Fashion-MNIST test files ({FMNIST_TEST[0]}.gz, {FMNIST_TEST[1]}.gz) not found in "
+            f"{where}{DEBIAN_FASHION_MNIST}, and torchvision could not download them. Either install "
+            f"Debian's package (apt-get install dataset-fashion-mnist), or put the files in a folder "
+            f"and pass data.root=FOLDER (torchvision's download works where the internet is reachable)."
+        )
+    images, labels = read_fashion_mnist(folder, "test")
+    index = torch.tensor(spread_indices(len(labels), cfg.limit))
+    return EvalData("fashion_mnist", len(index), (1, 28, 28), normalize_fashion_mnist(images[index]), labels[index])
+
+
+def _download_fashion_mnist(root: str) -> Path | None:
+    import torchvision
+
+    try:
+        torchvision.datasets.FashionMNIST(root, train=False, download=True)
+    except Exception:  # offline, or a proxy refusing: reported by the caller
+        return None
+    return find_fashion_mnist(root)
+
+
+# ImageNet -----------------------------------------------------------------------------------
+
+
+def imagenet_transform():
+    """torchvision's standard ImageNet eval transform: resize 256, center crop 224, normalize."""
+    from torchvision import transforms
+
+    return transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def _imagenet(cfg: DataConfig) -> EvalData:
+    from torchvision.datasets import ImageFolder
+
+    hint = (
+        "data.root must be the ILSVRC-2012 validation set as class sub-folders, "
+        "<root>/<wnid>/*.JPEG (torchvision's ImageFolder layout; class order = torchvision's indices)"
+    )
+    if not cfg.root:
+        raise DataError(f"data=imagenet needs data.root. {hint}")
+    root = Path(cfg.root)
+    if not root.is_dir():
+        raise DataError(f"data.root={root} is not a folder. {hint}")
+    try:
+        dataset = ImageFolder(str(root), transform=imagenet_transform())
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"data.root={root} holds no images in class folders ({exc}). {hint}") from exc
+    index = spread_indices(len(dataset), cfg.limit)
+    return EvalData("imagenet", len(index), (3, 224, 224), dataset=Subset(dataset, index))
+
+
+# Synthetic ----------------------------------------------------------------------------------
+
+
+def _synthetic(cfg: DataConfig, seed: int) -> EvalData:
+    """Deterministic standard-normal images and uniform labels from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    size = cfg.size if cfg.limit is None else min(cfg.limit, cfg.size)
+    images = torch.randn((size, *cfg.image_size), generator=generator)
+    labels = torch.randint(0, cfg.num_classes, (size,), generator=generator)
+    return EvalData("synthetic", size, tuple(cfg.image_size), images, labels)

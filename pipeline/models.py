@@ -1,0 +1,135 @@
+"""Model registry: torchvision ImageNet models, the project's Fashion-MNIST twins, and custom factories.
+
+Every checkpoint is read with ``torch.load(..., weights_only=True)``: a checkpoint never runs code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from pipeline.config import ModelConfig
+
+CHECKPOINTS = Path(__file__).parent / "checkpoints"
+TORCHVISION_MODELS = ("alexnet", "vgg16", "resnet18")
+FMNIST_MODELS = ("alexnet_fmnist", "vgg16_fmnist", "resnet18_fmnist")
+MODELS = (*TORCHVISION_MODELS, *FMNIST_MODELS, "custom")
+
+
+class ModelError(RuntimeError):
+    """A model cannot be built or its weights cannot be found; the message says what to do."""
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """The model named by ``cfg``, with its weights, in eval mode."""
+    if cfg.name in TORCHVISION_MODELS:
+        model = _torchvision_model(cfg)
+    elif cfg.name in FMNIST_MODELS:
+        model = _fmnist_model(cfg)
+    elif cfg.name == "custom":
+        model = _custom_model(cfg)
+    else:
+        raise ModelError(f"unknown model {cfg.name!r}; known: {', '.join(MODELS)}")
+    return model.eval()
+
+
+def _torchvision_model(cfg: ModelConfig) -> nn.Module:
+    builder = torchvision.models.get_model_builder(cfg.name)
+    model = builder(weights=None, num_classes=cfg.num_classes, **cfg.kwargs)
+    if cfg.checkpoint:
+        return _load_checkpoint(model, cfg.checkpoint)
+    if cfg.weights:
+        model.load_state_dict(torchvision_state_dict(cfg.name, cfg.weights))
+    return model
+
+
+def torchvision_state_dict(name: str, weights: str) -> dict[str, torch.Tensor]:
+    """Pretrained torchvision weights from the torch hub cache (downloaded there when online)."""
+    enum = torchvision.models.get_model_weights(name)
+    try:
+        entry = enum[weights]
+    except KeyError:
+        known = ", ".join(w.name for w in enum)
+        raise ModelError(f"unknown weights {weights!r} for {name}; known: {known}, or null for random init") from None
+    filename = os.path.basename(entry.url)
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    path = folder / filename
+    if not path.exists():
+        try:
+            torch.hub.download_url_to_file(entry.url, str(path), progress=False)
+        except Exception as exc:  # offline: URLError, timeouts, proxies refusing
+            raise ModelError(
+                f"pretrained weights for {name} ({weights}) are not in the torch hub cache and could "
+                f"not be downloaded ({type(exc).__name__}). Put {filename} (from {entry.url}) in "
+                f"{folder}/ (or set TORCH_HOME), or use model.weights=null for a random init."
+            ) from exc
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _fmnist_model(cfg: ModelConfig) -> nn.Module:
+    from pipeline.fmnist_models import FMNIST_MODELS as factories
+
+    model = factories[cfg.name](num_classes=cfg.num_classes, **cfg.kwargs)
+    if cfg.checkpoint:
+        path = Path(cfg.checkpoint)
+        if not path.is_absolute() and not path.exists():
+            path = CHECKPOINTS / path
+        return _load_checkpoint(model, path)
+    return model
+
+
+def _custom_model(cfg: ModelConfig) -> nn.Module:
+    spec = cfg.target or cfg._target_
+    if not spec:
+        raise ModelError(
+            "model=custom needs a factory: model.target=package.module:function "
+            "(or model._target_=package.module.function)"
+        )
+    factory = import_factory(spec)
+    model = factory(**cfg.kwargs)
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"factory {spec} returned {type(model).__name__}, not a torch.nn.Module")
+    return _load_checkpoint(model, cfg.checkpoint) if cfg.checkpoint else model
+
+
+def import_factory(spec: str) -> Callable[..., nn.Module]:
+    """``package.module:function`` or ``package.module.function`` -> the callable."""
+    module_name, _, attr = spec.partition(":") if ":" in spec else spec.rpartition(".")
+    if not module_name or not attr:
+        raise ModelError(f"model factory {spec!r} must look like package.module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(
+            f"cannot import {module_name!r} for model factory {spec!r} ({exc}); "
+            "is its folder on PYTHONPATH (or the package installed)?"
+        ) from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ModelError(f"module {module_name!r} has no {attr!r} (model factory {spec!r})") from None
+
+
+def _load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint {path} does not exist; set model.checkpoint to a state_dict file, or null")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(
+            f"cannot read checkpoint {path} as a plain state_dict with weights_only=True ({exc})"
+        ) from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelError(f"checkpoint {path} does not fit the model: {exc}") from exc
+    return model

@@ -1,0 +1,185 @@
+"""The tracking boundary: the only module of the pipeline that imports mlflow.
+
+A job's run is created only when its evaluation starts, gets its metrics and artifacts in one go
+at the end, and is marked FINISHED only after all of them are stored; a failure marks it FAILED
+and an interruption (Ctrl-C, SIGTERM) KILLED. The runs of one multirun hang under a parent run.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.time import get_current_time_millis
+
+from pipeline.config import TrackingConfig
+
+SWEEP_TAG = "sweep"  # the multirun's sweep dir: parent and children share it
+PARENT_TAG = "sweep.parent"
+CONFIG_HASH_TAG = "config_hash"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+
+
+class Interrupted(BaseException):
+    """Raised in the main thread on SIGTERM so that open runs are closed as KILLED."""
+
+
+def resolve_uri(uri: str) -> str:
+    """A tracking URI with a relative SQLite path made absolute (and its folder created)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        path = Path(uri[len(prefix) :]).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(path)
+    if "://" not in uri:  # a plain folder would be MLflow's refused file store
+        raise ValueError(
+            f"tracking.uri={uri!r} is not a tracking URI: use sqlite:///PATH.db (the default store), "
+            "or http://HOST:PORT of an `mlflow server`"
+        )
+    return uri
+
+
+class Tracker:
+    """MLflow client bound to one tracking URI and experiment."""
+
+    def __init__(self, cfg: TrackingConfig) -> None:
+        self.uri = resolve_uri(cfg.uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.experiment_id = self._ensure_experiment(cfg.experiment, cfg.artifacts)
+
+    def _ensure_experiment(self, name: str, artifacts: str) -> str:
+        """The experiment's id, creating it (and a new store's schema) on first use."""
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:"):
+            location = (Path(artifacts).resolve() / name).as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except Exception:  # created by a concurrent job in the meantime
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    # resume ---------------------------------------------------------------------------------
+
+    def finished_run(self, config_hash: str) -> str | None:
+        """The id of a FINISHED run with this config hash, if any."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.{CONFIG_HASH_TAG} = '{config_hash}' and attributes.status = 'FINISHED'",
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    # multirun parent ------------------------------------------------------------------------
+
+    def start_parent(self, sweep: str, name: str, tags: Mapping[str, str]) -> str:
+        run = self.client.create_run(
+            self.experiment_id, run_name=name, tags={SWEEP_TAG: sweep, PARENT_TAG: "true", **tags}
+        )
+        return run.info.run_id
+
+    def parent_of(self, sweep: str) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.{PARENT_TAG} = 'true' and tags.{SWEEP_TAG} = '{_quote(sweep)}'",
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def end(self, run_id: str, status: str) -> None:
+        """End a run unless it has ended already."""
+        if self.client.get_run(run_id).info.status == "RUNNING":
+            self.client.set_terminated(run_id, status)
+
+    def children_statuses(self, parent_id: str) -> list[str]:
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.{PARENT_RUN_TAG} = '{parent_id}'", max_results=10000
+        )
+        return [r.info.status for r in runs]
+
+    # one job --------------------------------------------------------------------------------
+
+    @contextmanager
+    def job_run(self, name: str, params: Mapping[str, object], tags: Mapping[str, str]) -> Iterator[JobRecord]:
+        """An open run for one job; FINISHED only when :meth:`JobRecord.commit` stored everything."""
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
+        run_id = run.info.run_id
+        record = JobRecord(self.client, run_id)
+        try:
+            self.client.log_batch(run_id, params=[Param(k, _param(v)) for k, v in params.items()])
+            yield record
+        except (KeyboardInterrupt, Interrupted):
+            self.client.set_terminated(run_id, "KILLED")
+            raise
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        if not record.committed:
+            self.client.set_terminated(run_id, "FAILED")
+            raise RuntimeError("internal error: job run ended without its results")
+        self.client.set_terminated(run_id, "FINISHED")
+
+
+class JobRecord:
+    """Writes a job's results to its run in one step."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.committed = False
+
+    def commit(
+        self,
+        metrics: Mapping[str, float],
+        layer_rows: list[dict[str, object]],
+        texts: Mapping[str, str],
+    ) -> None:
+        """Log all metrics, ``layers.csv`` and text artifacts (file name -> content)."""
+        now = get_current_time_millis()
+        batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        for start in range(0, len(batch), 1000):  # MLflow's per-request limit
+            self.client.log_batch(self.run_id, metrics=batch[start : start + 1000])
+        with tempfile.TemporaryDirectory() as folder:
+            with open(Path(folder) / "layers.csv", "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(layer_rows[0]))
+                writer.writeheader()
+                writer.writerows(layer_rows)
+            for file_name, content in texts.items():
+                (Path(folder) / file_name).write_text(content)
+            self.client.log_artifacts(self.run_id, folder)
+        self.committed = True
+
+
+def git_commit() -> str:
+    """The project checkout's commit (with -dirty when it has local changes), or 'unknown'."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def _param(value: object) -> str:
+    text = "null" if value is None else str(value)
+    return text[:6000]
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "\\'")
