@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pipeline.prediction import Predictor
+from pipeline import kernels
+from pipeline.prediction import Predictor, TilePredictor
 
 WINDOW_SIZES = (1, 2, 3, 4, 5)
 MEASURED_KEYS = (
@@ -61,10 +62,42 @@ def measure(activation: Tensor, predictor: Predictor | None) -> tuple[Tensor, Te
 
     Returns (output, counts): ``output`` is what the rest of the network receives (``activation``
     modified in place where possible); ``counts`` is int64 in :data:`MEASURED_KEYS` order, taken on
-    ``activation`` before the prediction is applied.
+    ``activation`` before the prediction is applied. Contiguous float32 CPU tensors go through the
+    fused C kernel; everything else (CUDA, other dtypes, other predictors) through :func:`measure_torch`.
     """
-    zero = activation == 0  # (N, C, H, W) bool
+    library = kernels.load() if _kernel_fits(activation, predictor) else None
+    if library is None:
+        return measure_torch(activation, predictor)
     n, c, h, w = activation.shape
+    if predictor is None:
+        window, pattern = 0, torch.ones(1, dtype=torch.uint8)
+    else:
+        window, pattern = predictor.window, predictor.pattern.to(torch.uint8).contiguous()
+    out = torch.zeros(9, dtype=torch.int64)  # zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5
+    failed = library.cnp_measure(
+        activation.data_ptr(), n * c, h, w, window, pattern.data_ptr(), 1, torch.get_num_threads(), out.data_ptr()
+    )
+    if failed:
+        raise MemoryError("the counting kernel could not allocate its row buffers")
+    head = torch.tensor([activation.numel()], dtype=torch.int64)
+    totals = torch.tensor(window_totals(activation.shape), dtype=torch.int64)
+    return activation, torch.cat([head, out[:4], out[4:], totals])
+
+
+def _kernel_fits(activation: Tensor, predictor: Predictor | None) -> bool:
+    return (
+        activation.device.type == "cpu"
+        and activation.dtype == torch.float32
+        and activation.dim() == 4
+        and activation.is_contiguous()
+        and not activation.requires_grad
+        and (predictor is None or (isinstance(predictor, TilePredictor) and predictor.window <= 64))
+    )
+
+
+def measure_torch(activation: Tensor, predictor: Predictor | None) -> tuple[Tensor, Tensor]:
+    """The pure-torch reference of :func:`measure`: any device, any dtype, any predictor."""
+    zero = activation == 0  # (N, C, H, W) bool
     device = activation.device
     head = torch.tensor([activation.numel()], dtype=torch.int64, device=device)
     windows = zero_window_counts(zero)

@@ -8,6 +8,7 @@ sequential sweep decode and transform the images once.
 from __future__ import annotations
 
 import gzip
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from pipeline.config import DataConfig
 
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DEBIAN_FASHION_MNIST = Path(os.environ.get("CNP_FASHION_MNIST_SYSTEM_DIR", "/usr/share/datasets/fashion-mnist"))
 FMNIST_TEST = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 FMNIST_TRAIN = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -62,6 +62,7 @@ def torchvision_state_dict(name: str, weights: str) -> dict[str, torch.Tensor]:
     path = folder / filename
     if not path.exists():
         try:
+            folder.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(entry.url, str(path), progress=False)
         except Exception as exc:  # offline: URLError, timeouts, proxies refusing
             raise ModelError(

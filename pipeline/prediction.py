@@ -118,8 +118,9 @@ class TilePredictor(Predictor):
         Zeroing the whole tile equals zeroing its non-pattern cells, since a firing tile's
         pattern cells are zero already.
         """
-        if self.predicts_nothing:
-            return activation, torch.zeros(3, dtype=torch.int64, device=activation.device)
+        if self.predicts_nothing:  # k = 1: every zero cell is a firing tile's diagonal
+            none = torch.zeros((), dtype=torch.int64, device=activation.device)
+            return activation, torch.stack([zero.sum(), none, none])
         k = self.window
         n, c, h, w = zero.shape
         fire = self.fire(zero)  # (N, C, th, tw)

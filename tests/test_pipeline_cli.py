@@ -1,0 +1,173 @@
+"""End-to-end: the real CLI in a subprocess, read back with MLflow's client."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cli import REPO, client, run_pipeline, runs, store_args
+
+CONTRACT_METRICS = {
+    "top1", "top5", "sparsity", "mac_saving", "images", "model_conv_macs_per_image",
+    *(f"zero_window/{s}" for s in range(1, 6)),
+    *(f"frac/{k}" for k in ("pred_hit", "pred_miss", "zero_diag", "others")),
+}  # fmt: skip
+CSV_COLUMNS = [
+    "index", "name", "convs", "macs_per_act", "acts", "zeros", "zero_diag", "pred_hit", "pred_miss",
+    "others", "macs_saved", *(f"zero_windows_{s}" for s in range(1, 6)), *(f"windows_{s}" for s in range(1, 6)),
+]  # fmt: skip
+LIMIT = "data.limit=300"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """The default 5-window sweep (300 images), then the same command again."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    first = run_pipeline(tmp, "-m", "window=1,2,3,4,5", LIMIT)
+    second = run_pipeline(tmp, "-m", "window=1,2,3,4,5", LIMIT, "hydra.sweep.dir=" + str(tmp / "again"))
+    return tmp, first, second
+
+
+def test_sweep_leaves_five_finished_children_under_one_parent(sweep):
+    tmp, first, _ = sweep
+    assert first.returncode == 0, first.stderr
+    everything = runs(tmp, include_parents=True)
+    parents = [r for r in everything if r.data.tags.get("sweep.parent") == "true"]
+    children = [r for r in everything if r.data.tags.get("sweep.parent") != "true"]
+    assert len(children) == 5
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert parents[-1].info.status == "FINISHED"
+    first_parent = min(parents, key=lambda r: r.info.start_time)
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {first_parent.info.run_id}
+    assert sorted(int(r.data.params["window"]) for r in children) == [1, 2, 3, 4, 5]
+    for line in ("model=", "window=", "mac_saving=", "top1=", "top5="):
+        pass
+    assert first.stdout.count("mac_saving=") == 5
+
+
+def test_each_run_has_every_contract_metric_param_and_artifact(sweep):
+    tmp, _, _ = sweep
+    mlflow_client = client(tmp)
+    for run in runs(tmp):
+        metrics = run.data.metrics
+        assert CONTRACT_METRICS <= set(metrics)
+        assert metrics["images"] == 300
+        for key in ("model", "data", "window", "layer", "limit", "seed"):
+            assert key in run.data.params
+        assert run.data.params["model"] == "alexnet_fmnist" and run.data.params["limit"] == "300"
+        for tag in ("git_commit", "torch_version", "project_version", "sweep", "config_hash"):
+            assert run.data.tags.get(tag)
+        artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
+        assert {"layers.csv", "config.yaml", "overrides.yaml"} <= artifacts
+        path = mlflow_client.download_artifacts(run.info.run_id, "layers.csv", str(tmp / run.info.run_id))
+        rows = list(csv.DictReader(io.open(path)))
+        assert list(rows[0]) == CSV_COLUMNS
+        assert [r["name"] for r in rows] == ["features.0", "features.3", "features.6", "features.8", "features.10"]
+        # the metrics are the csv's sums (contract section 5)
+        acts = sum(int(r["acts"]) for r in rows)
+        assert metrics["sparsity"] == pytest.approx(sum(int(r["zeros"]) for r in rows) / acts, rel=1e-12)
+        saved = sum(int(r["macs_saved"]) for r in rows)
+        assert metrics["mac_saving"] == pytest.approx(saved / (metrics["model_conv_macs_per_image"] * 300), rel=1e-12)
+        for r in rows:
+            assert int(r["others"]) == int(r["acts"]) - int(r["zero_diag"]) - int(r["pred_hit"]) - int(r["pred_miss"])
+            assert metrics[f"layer/{r['name']}/sparsity"] == pytest.approx(int(r["zeros"]) / int(r["acts"]))
+        window = int(run.data.params["window"])
+        assert (saved == 0) == (window == 1)
+
+
+def test_rerun_skips_every_job_and_says_so(sweep):
+    tmp, _, second = sweep
+    assert second.returncode == 0, second.stderr
+    assert "skipped 5 job(s)" in second.stdout
+    assert len(runs(tmp)) == 5
+
+
+def test_force_reruns_a_finished_job(tmp_path):
+    assert run_pipeline(tmp_path, "window=2", "data.limit=50").returncode == 0
+    again = run_pipeline(tmp_path, "window=2", "data.limit=50")
+    assert "skipped" in again.stdout and len(runs(tmp_path)) == 1
+    forced = run_pipeline(tmp_path, "window=2", "data.limit=50", "force=true")
+    assert forced.returncode == 0 and len(runs(tmp_path)) == 2
+
+
+def test_joblib_launcher_with_two_workers_on_a_new_store(tmp_path):
+    result = run_pipeline(tmp_path, "-m", "launcher=joblib", "window=1,2,3,4,5", "data.limit=100")
+    assert result.returncode == 0, result.stderr
+    children = runs(tmp_path)
+    assert len(children) == 5 and all(r.info.status == "FINISHED" for r in children)
+    assert len({r.data.tags["mlflow.parentRunId"] for r in children}) == 1
+    assert "n_jobs=2" in result.stdout or "Joblib" in result.stdout or "joblib" in result.stdout.lower()
+
+
+BAD_INPUTS = [
+    (["window=0"], "window must be an integer >= 1"),
+    (["window=-1"], "window must be an integer >= 1"),
+    (["window=abc"], "window"),
+    (["model=nosuchmodel"], "alexnet_fmnist"),
+    (["data=nosuchdata"], "fashion_mnist"),
+    (["layer=features.99"], "features.3"),
+    (["layer=7"], "out of range"),
+    (["data.limit=0"], "data.limit must be a positive"),
+    (["data.limit=-5"], "data.limit must be a positive"),
+    (["data=imagenet", "model=alexnet", "model.weights=null", "data.root=/nonexistent"], "data.root"),
+    (["data=fashion_mnist", "data.root=/nonexistent", "data.download=false"], "data.root=FOLDER"),
+    (["device=tpu"], "device must be one of"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_INPUTS, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_bad_input_is_one_clear_message_and_no_finished_run(tmp_path, overrides, message, monkeypatch):
+    env = {}
+    if "data.download=false" in overrides:  # hide Debian's copy: this checks the missing-data message
+        env["CNP_FASHION_MNIST_SYSTEM_DIR"] = str(tmp_path / "none")
+    result = run_pipeline(tmp_path, *overrides, env=env)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not [r for r in runs(tmp_path) if r.info.status == "FINISHED"]
+
+
+def test_missing_pretrained_weights_names_the_file_and_folder(tmp_path):
+    result = run_pipeline(
+        tmp_path, "model=alexnet", "data=synthetic", "data.limit=2", env={"TORCH_HOME": str(tmp_path / "torch")}
+    )
+    assert result.returncode != 0
+    assert "alexnet-owt-7be5be79.pth" in result.stderr and str(tmp_path / "torch") in result.stderr
+    assert not runs(tmp_path)
+
+
+def test_a_failed_job_does_not_stop_the_others(tmp_path):
+    result = run_pipeline(tmp_path, "-m", "layer=0,9,1", "window=2", "data.limit=50")
+    assert result.returncode != 0
+    finished = runs(tmp_path)
+    assert sorted(r.data.params["layer"] for r in finished) == ["0", "1"]
+    assert all(r.info.status == "FINISHED" for r in finished)
+    parent = [r for r in runs(tmp_path, include_parents=True) if r.data.tags.get("sweep.parent") == "true"]
+    assert parent[0].info.status == "FAILED"
+    assert "1 failed" in result.stdout
+
+
+def test_sigterm_marks_the_open_run_killed(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "pipeline", "model=vgg16_fmnist", "model.checkpoint=null", "data=synthetic", "data.image_size=[1,28,28]",
+               "data.size=200000", "data.batch_size=50", "data.num_classes=10", *store_args(tmp_path)]  # fmt: skip
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not [r for r in runs(tmp_path) if r.info.status == "RUNNING"]:
+            time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode != 0
+    statuses = [r.info.status for r in runs(tmp_path)]
+    assert statuses == ["KILLED"], err
