@@ -71,8 +71,9 @@ class InstrumentedModel(nn.Module):
         self.forwards = 0
 
     def forward(self, x: Tensor) -> Tensor:
+        output = self.graph_module(x)
         self.forwards += 1
-        return self.graph_module(x)
+        return output
 
     def layer_counts(self) -> list[LayerCounts]:
         """The summed counts of every predictable layer, as Python integers."""

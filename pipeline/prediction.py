@@ -64,7 +64,7 @@ class TilePredictor(Predictor):
     """Non-overlapping k x k tiles; a tile fires when all its in-bounds pattern cells are zero.
 
     Edge tiles are cut by the map border: padded cells are never counted, and an out-of-bounds
-    pattern cell never blocks a tile from firing. In a firing tile every in-bounds non-pattern
+    pattern cell never blocks a tile from firing; a tile with no in-bounds pattern cell never fires. In a firing tile every in-bounds non-pattern
     cell is predicted zero.
     """
 
@@ -92,10 +92,11 @@ class TilePredictor(Predictor):
             padded = zero.new_ones((n, c, th * k, tw * k))
             padded[:, :, :h, :w] = zero
         tiles = padded.view(n, c, th, k, tw, k)
-        if self.pattern_name == "diagonal":
+        if self.pattern_name == "diagonal":  # a tile's top-left cell is always in bounds
             return tiles.diagonal(dim1=3, dim2=5).all(-1)  # (N, C, th, tw, k) -> (N, C, th, tw)
         picked = tiles[:, :, :, self.rows, :, self.cols]  # (P, N, C, th, tw)
-        return picked.all(0)
+        _, basis_in = _inbound_counts(h, w, k, self.pattern_name, zero.device)
+        return picked.all(0) & (basis_in > 0)  # no in-bounds pattern cell: no evidence, no firing
 
     def tile_masks(self, zero: Tensor) -> tuple[Tensor, Tensor]:
         """Per-cell (basis, predicted) masks from the firing tiles."""

@@ -83,6 +83,7 @@ static void measure_plane(float *p, int64_t h, int64_t w, int64_t k, const uint8
                 basis = 0;
                 for (int64_t i = 0; i < rows; i++)
                     for (int64_t j = 0; j < cols; j++) basis += pattern[i * k + j];
+                if (basis == 0) continue; /* no in-bounds pattern cell: no evidence, no firing */
             }
             int32_t zeros = 0;
             for (int64_t i = 0; i < rows; i++) {

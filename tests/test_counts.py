@@ -1,0 +1,290 @@
+"""Per-layer counts (contract section 4) and model-level rates (section 5): by hand and brute force."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bruteforce import brute_force, random_activation
+from pipeline import counts as counts_module
+from pipeline import kernels
+from pipeline.counts import (
+    CSV_COLUMNS,
+    MEASURED_KEYS,
+    WINDOW_SIZES,
+    LayerCounts,
+    measure,
+    measure_torch,
+    rate_metrics,
+    window_totals,
+    zero_window_counts,
+)
+from pipeline.prediction import TilePredictor
+
+HAVE_KERNEL = kernels.load() is not None
+
+
+@pytest.fixture(params=["kernel", "torch"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test through the fused C kernel, then through the pure-torch path (no compiler)."""
+    if request.param == "kernel":
+        if not HAVE_KERNEL:
+            pytest.skip("no C compiler here: the counting kernel cannot be built")
+        # the kernel must really run: the torch path may not be reached for float32 CPU tensors
+        monkeypatch.setattr(counts_module, "measure_torch", _must_not_run)
+    else:
+        monkeypatch.setattr(kernels, "load", lambda: None)
+    return request.param
+
+
+def _must_not_run(*_args: object) -> None:
+    raise AssertionError("measure() fell back to the torch path for a contiguous float32 CPU tensor")
+
+# 5x5 map (same as in test_prediction): 6 nonzero cells, 19 zeros.
+MAP_5x5 = torch.tensor(
+    [
+        [0, 7, 0, 0, 0],
+        [2, 0, 0, 0, 0],
+        [0, 0, 0, 9, 0],
+        [0, 0, 0, 1, 0],
+        [5, 0, 6, 0, 0],
+    ],
+    dtype=torch.float32,
+)[None, None]
+
+
+def as_dict(counts: torch.Tensor) -> dict[str, int]:
+    assert counts.dtype == torch.int64
+    assert counts.shape == (len(MEASURED_KEYS),)
+    return dict(zip(MEASURED_KEYS, counts.tolist(), strict=True))
+
+
+def test_measure_5x5_window_3_by_hand(path: str) -> None:
+    # prediction (worked in test_prediction): zero_diag 7, pred_hit 9, pred_miss 5
+    # all-zero 2x2 windows, by top-left corner: (0,2) (0,3) (1,1) (2,0) (2,1) -> 5
+    # every 3x3 window holds one of 7 (row 0), 2 (1,0), 9 (2,3), 5 (4,0), 6 (4,2) -> 0; so 4x4, 5x5: 0
+    # windows: 5*5=25, 4*4=16, 3*3=9, 2*2=4, 1*1=1
+    output, counts = measure(MAP_5x5.clone(), TilePredictor(3))
+    assert as_dict(counts) == {
+        "acts": 25,
+        "zeros": 19,
+        "zero_diag": 7,
+        "pred_hit": 9,
+        "pred_miss": 5,
+        "zero_windows_1": 19,
+        "zero_windows_2": 5,
+        "zero_windows_3": 0,
+        "zero_windows_4": 0,
+        "zero_windows_5": 0,
+        "windows_1": 25,
+        "windows_2": 16,
+        "windows_3": 9,
+        "windows_4": 4,
+        "windows_5": 1,
+    }
+    assert output.count_nonzero() == 1 and output[0, 0, 3, 3] == 1  # only tile (3,3) kept its values
+    layer = LayerCounts(0, "conv", ("conv",), macs_per_act=10)
+    layer.add(counts.tolist())
+    assert layer.others == 25 - 7 - 9 - 5 == 4  # the 2x2 corner tile that did not fire
+    assert layer.macs_saved == (9 + 5) * 10
+
+
+def test_measure_counts_before_prediction_and_without_predictor(path: str) -> None:
+    # counts are taken before the layer's own prediction: zeros and windows do not change with k
+    baseline_output, baseline = measure(MAP_5x5.clone(), None)
+    assert torch.equal(baseline_output, MAP_5x5)
+    base = as_dict(baseline)
+    assert (base["zero_diag"], base["pred_hit"], base["pred_miss"]) == (0, 0, 0)
+    for k in (2, 3, 4):
+        _, counts = measure(MAP_5x5.clone(), TilePredictor(k))
+        predicted = as_dict(counts)
+        for key in MEASURED_KEYS:
+            if key not in ("zero_diag", "pred_hit", "pred_miss"):
+                assert predicted[key] == base[key], key
+
+
+def test_zero_window_counts_by_hand() -> None:
+    # MAP_5x5: see test_measure_5x5_window_3_by_hand
+    assert zero_window_counts(MAP_5x5 == 0).tolist() == [19, 5, 0, 0, 0]
+    # all-zero 3x4 map, two channels: every window is all zero
+    zero = torch.ones(1, 2, 3, 4, dtype=torch.bool)
+    assert zero_window_counts(zero).tolist() == [2 * 12, 2 * 6, 2 * 2, 0, 0]
+    # a subset of sizes, in the order given
+    assert zero_window_counts(torch.ones(1, 1, 5, 5, dtype=torch.bool), (2, 4)).tolist() == [16, 4]
+    # one nonzero in the middle of a 5x5 zero map kills every window of size >= 3
+    zero = torch.ones(1, 1, 5, 5, dtype=torch.bool)
+    zero[0, 0, 2, 2] = False
+    # s=2: 16 windows, 4 contain (2,2) -> 12; s=3: all 9 contain it -> 0
+    assert zero_window_counts(zero).tolist() == [24, 12, 0, 0, 0]
+
+
+def test_window_totals_formula() -> None:
+    # N*C*(H-s+1)*(W-s+1), 0 when H or W < s
+    assert window_totals(torch.Size((2, 3, 7, 4))) == [168, 108, 60, 24, 0]
+    assert window_totals(torch.Size((1, 1, 1, 9))) == [9, 0, 0, 0, 0]
+    assert window_totals(torch.Size((1, 1, 5, 5))) == [25, 16, 9, 4, 1]
+
+
+SHAPES = [
+    (1, 1, 4, 4),
+    (1, 1, 5, 5),
+    (2, 3, 7, 11),
+    (1, 1, 1, 9),
+    (1, 2, 9, 1),
+    (2, 2, 2, 3),
+    (1, 1, 1, 1),
+    (3, 2, 6, 6),
+    (1, 2, 13, 8),
+    (2, 1, 3, 17),
+    (1, 1, 4, 5),
+]
+
+
+def shape_id(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+PREDICTORS = [(None, "diagonal")] + [(k, p) for k in range(1, 7) for p in ("diagonal", "anti_diagonal")]
+
+
+@pytest.mark.parametrize("window, pattern", PREDICTORS, ids=lambda v: str(v))
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
+def test_measure_equals_brute_force(
+    shape: tuple[int, int, int, int], window: int | None, pattern: str, path: str
+) -> None:
+    activation = random_activation(shape, seed=1000 + 10 * (window or 0) + sum(shape))
+    expected, expected_output = brute_force(activation, window, pattern)
+    predictor = None if window is None else TilePredictor(window, pattern)
+    output, counts = measure(activation.clone(), predictor)
+    got = as_dict(counts)
+    if window == 1:
+        assert got["zero_diag"] == got["zeros"]  # k = 1: every zero cell is a zero diagonal
+    assert got == {key: expected[key] for key in MEASURED_KEYS}
+    assert torch.equal(output, expected_output)
+
+    n, c, h, w = shape
+    for s in WINDOW_SIZES:  # windows_s = N*C*(H-s+1)*(W-s+1), or 0 when H or W < s
+        assert got[f"windows_{s}"] == (n * c * (h - s + 1) * (w - s + 1) if h >= s and w >= s else 0)
+    layer = LayerCounts(0, "conv", ("conv",), macs_per_act=7)
+    layer.add(counts.tolist())
+    # others = acts - zero_diag - pred_hit - pred_miss = cells neither diagonal nor predicted
+    assert layer.others == expected["others"]
+    assert layer.others == layer.acts - layer.zero_diag - layer.pred_hit - layer.pred_miss
+    assert layer.macs_saved == 7 * (expected["pred_hit"] + expected["pred_miss"])
+
+
+@pytest.mark.parametrize("window", [None, 1, 3])
+def test_measure_on_other_layouts_and_dtypes(window: int | None) -> None:
+    # non-contiguous, float64, float16 and autograd tensors go through the torch path; same counts
+    activation = random_activation((2, 3, 7, 9), seed=5)
+    expected, expected_output = brute_force(activation, window)
+    predictor = None if window is None else TilePredictor(window)
+    variants = {
+        "channels_last": activation.contiguous(memory_format=torch.channels_last),
+        "transposed": activation.transpose(2, 3).contiguous().transpose(2, 3),
+        "sliced": torch.cat([activation, activation], dim=3)[..., :9],
+        "float64": activation.double(),
+        "float16": activation.half(),  # randn values survive the cast; zeros stay zeros
+        "offset": torch.cat([activation, activation])[2:],  # contiguous view with a storage offset
+    }
+    for name, variant in variants.items():
+        output, counts = measure(variant, predictor)
+        assert as_dict(counts) == {key: expected[key] for key in MEASURED_KEYS}, name
+        assert torch.equal(output, expected_output.to(variant.dtype)), name
+    leaf = activation.clone().requires_grad_()  # a tensor autograd tracks: the torch path
+    with torch.no_grad():
+        output, counts = measure(leaf, predictor)
+    assert as_dict(counts) == {key: expected[key] for key in MEASURED_KEYS}
+    assert torch.equal(output, expected_output)
+
+
+@pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler: the counting kernel cannot be built")
+@pytest.mark.parametrize("threads", [1, 2, 3, 7])
+def test_kernel_counts_do_not_depend_on_threads(threads: int) -> None:
+    # 2 x 3 = 6 planes split over 1..7 threads (more threads than planes too)
+    activation = random_activation((2, 3, 11, 10), seed=11)
+    expected, expected_output = brute_force(activation, 3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        output, counts = measure(activation.clone(), TilePredictor(3))
+    finally:
+        torch.set_num_threads(before)
+    assert as_dict(counts) == {key: expected[key] for key in MEASURED_KEYS}
+    assert torch.equal(output, expected_output)
+
+
+@pytest.mark.parametrize("window", [2, 3, 5])
+def test_measure_on_a_wide_map(window: int, path: str) -> None:
+    # rows much wider than the small cases above (the kernel's row buffers and tile loops)
+    activation = random_activation((1, 2, 33, 70), seed=window, blocks=12)
+    expected, expected_output = brute_force(activation, window)
+    output, counts = measure(activation.clone(), TilePredictor(window))
+    assert as_dict(counts) == {key: expected[key] for key in MEASURED_KEYS}
+    assert torch.equal(output, expected_output)
+
+
+def test_measure_with_a_window_beyond_the_kernel() -> None:
+    # k = 65 > 64 takes the torch path; one tile covers the whole 66 x 70 map but the last row/column
+    activation = random_activation((1, 1, 66, 70), seed=4, blocks=0)
+    activation[0, 0].diagonal().zero_()  # every diagonal cell of tile (0, 0) is zero: it fires
+    expected, expected_output = brute_force(activation, 65)
+    assert expected["zero_diag"] >= 65 and expected["pred_miss"] > 0
+    output, counts = measure(activation.clone(), TilePredictor(65))
+    assert as_dict(counts) == {key: expected[key] for key in MEASURED_KEYS}
+    assert torch.equal(output, expected_output)
+
+
+def test_measure_torch_is_the_reference() -> None:
+    # the pure-torch path alone, on one awkward shape, against brute force
+    activation = random_activation((2, 2, 5, 7), seed=2)
+    for window in (None, 1, 2, 3):
+        expected, expected_output = brute_force(activation, window)
+        output, counts = measure_torch(activation.clone(), None if window is None else TilePredictor(window))
+        assert as_dict(counts) == {key: expected[key] for key in MEASURED_KEYS}
+        assert torch.equal(output, expected_output)
+
+
+def test_layer_counts_accumulate_and_row(path: str) -> None:
+    layer = LayerCounts(3, "layer2.0.conv2", ("layer2.0.conv2", "layer2.0.downsample.0"), 1216)
+    first = measure(MAP_5x5.clone(), TilePredictor(3))[1].tolist()
+    second = measure(MAP_5x5.clone(), TilePredictor(2))[1].tolist()
+    layer.add(first)
+    layer.add(second)
+    summed = [a + b for a, b in zip(first, second, strict=True)]
+    assert [getattr(layer, key) for key in MEASURED_KEYS[:5]] == summed[:5]
+    assert [layer.zero_windows[s] for s in WINDOW_SIZES] == summed[5:10]
+    assert [layer.windows[s] for s in WINDOW_SIZES] == summed[10:]
+    row = layer.row()
+    assert tuple(row) == CSV_COLUMNS
+    assert row["convs"] == "layer2.0.conv2;layer2.0.downsample.0"
+    assert row["others"] == layer.acts - layer.zero_diag - layer.pred_hit - layer.pred_miss
+    assert row["macs_saved"] == (layer.pred_hit + layer.pred_miss) * 1216
+    assert all(isinstance(value, int) for key, value in row.items() if key not in ("name", "convs"))
+
+
+def test_rate_metrics_by_hand() -> None:
+    first = LayerCounts(0, "a", ("a",), macs_per_act=9, acts=100, zeros=60, zero_diag=10, pred_hit=20,
+                        pred_miss=5)  # fmt: skip
+    first.zero_windows = {1: 60, 2: 30, 3: 10, 4: 0, 5: 0}
+    first.windows = {1: 100, 2: 81, 3: 64, 4: 49, 5: 36}
+    second = LayerCounts(1, "b", ("b",), macs_per_act=100, acts=50, zeros=20, zero_diag=4, pred_hit=6,
+                         pred_miss=2)  # fmt: skip
+    second.zero_windows = {1: 20, 2: 5, 3: 1, 4: 0, 5: 0}
+    second.windows = {1: 50, 2: 36, 3: 25, 4: 16, 5: 0}
+    metrics = rate_metrics([first, second], conv_macs=10_000)
+    # sums: acts 150, zeros 80; others (100-35) + (50-12) = 103; macs_saved 25*9 + 8*100 = 1025
+    assert metrics["sparsity"] == pytest.approx(80 / 150)
+    assert metrics["zero_window/1"] == pytest.approx(80 / 150)
+    assert metrics["zero_window/2"] == pytest.approx(35 / 117)
+    assert metrics["zero_window/3"] == pytest.approx(11 / 89)
+    assert metrics["zero_window/5"] == 0.0
+    assert metrics["frac/pred_hit"] == pytest.approx(26 / 150)
+    assert metrics["frac/pred_miss"] == pytest.approx(7 / 150)
+    assert metrics["frac/zero_diag"] == pytest.approx(14 / 150)
+    assert metrics["frac/others"] == pytest.approx(103 / 150)
+    assert metrics["mac_saving"] == pytest.approx(1025 / 10_000)
+    fracs = ("frac/pred_hit", "frac/pred_miss", "frac/zero_diag", "frac/others")
+    assert sum(metrics[key] for key in fracs) == pytest.approx(1.0)
+    # empty denominators give 0.0, not a ZeroDivisionError
+    assert rate_metrics([], conv_macs=0)["sparsity"] == 0.0
