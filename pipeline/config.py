@@ -97,9 +97,14 @@ def register() -> None:
     store.store(group="data", name="data_schema", node=DataConfig)
 
 
+def plain_config(cfg: DictConfig) -> dict[str, Any]:
+    """The job's resolved config as plain containers, without Hydra's own ``hydra`` node."""
+    keys = [key for key in cfg if key != "hydra"]
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)  # type: ignore[return-value]
+
+
 def validate(cfg: DictConfig) -> PipelineConfig:
     """The composed config as checked dataclasses (raises ValueError on a bad value)."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("hydra", None)
+    plain = plain_config(cfg)
     schema = OmegaConf.merge(OmegaConf.structured(PipelineConfig), plain)
     return OmegaConf.to_object(schema)  # type: ignore[return-value]

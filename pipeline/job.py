@@ -18,7 +18,7 @@ import torchvision
 from omegaconf import DictConfig, OmegaConf
 
 import pipeline
-from pipeline.config import PipelineConfig, validate
+from pipeline.config import PipelineConfig, plain_config, validate
 from pipeline.counts import rate_metrics
 from pipeline.data import load_eval_data
 from pipeline.evaluate import Evaluation, evaluate
@@ -72,8 +72,7 @@ class HydraJob:
 
 def config_hash(cfg: DictConfig) -> str:
     """A job's identity: its resolved config without the keys that do not change its numbers."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("hydra", None)
+    plain = plain_config(cfg)
     for key in VOLATILE_KEYS:
         plain.pop(key, None)
     for key in VOLATILE_DATA_KEYS:
@@ -145,7 +144,7 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
             metrics,
             [c.row() for c in result.layers],
             {
-                "config.yaml": OmegaConf.to_yaml(_without_hydra(cfg), resolve=True),
+                "config.yaml": OmegaConf.to_yaml(plain_config(cfg)),
                 "overrides.yaml": OmegaConf.to_yaml(list(job.overrides)),
             },
         )
@@ -212,12 +211,6 @@ def _load(config: PipelineConfig):
         return load_eval_data(config.data, config.seed)
     except DataError as exc:
         raise PipelineError(str(exc)) from None
-
-
-def _without_hydra(cfg: DictConfig) -> DictConfig:
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("hydra", None)
-    return OmegaConf.create(plain)
 
 
 def _write_result(job: HydraJob, status: str, run_id: str | None) -> None:
