@@ -1,0 +1,322 @@
+"""Analysis stage: figures, summary and the analysis run from a store of runs with known values.
+
+The store is written directly with MlflowClient (no model is evaluated): three models, windows 1..5,
+a configuration run twice (only the newer run may count), a FAILED and a RUNNING run, a sweep parent,
+an older analysis run, and a layer sweep. Everything lives under tmp_path, never in outputs/.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from analysis import figures
+from analysis.config import AnalysisError
+from analysis.report import FIGURE_NAMES, run
+from analysis.summary import best_window
+
+REPO = Path(__file__).resolve().parent.parent
+EXPERIMENT = "cnp-analysis-test"
+T0 = 1_700_000_000_000  # ms
+
+# model -> (data, limit, {window: (top1, top5, mac_saving)})
+KNOWN = {
+    # top-5 drops 0.006, 0.029, 0.091, 0.111: windows 2 and 3 pass 0.08 -> best 3 (4 saves more, drops too much)
+    "alexnet": ("imagenet", None, {1: (0.565, 0.791, 0.0), 2: (0.55, 0.785, 0.30), 3: (0.525, 0.762, 0.408),
+                                   4: (0.47, 0.70, 0.45), 5: (0.45, 0.68, 0.44)}),
+    # drops 0.104, 0.119, 0.154, 0.089: none passes -> the smallest drop, window 5
+    "vgg16": ("imagenet", None, {1: (0.716, 0.904, 0.0), 2: (0.64, 0.80, 0.25), 3: (0.632, 0.785, 0.362),
+                                 4: (0.60, 0.75, 0.34), 5: (0.61, 0.815, 0.33)}),
+    # drops 0.01, 0.02, 0.06, 0.09: windows 2-4 pass -> best 3
+    "resnet18_fmnist": ("fashion_mnist", 500, {1: (0.90, 0.99, 0.0), 2: (0.85, 0.98, 0.18), 3: (0.80, 0.97, 0.20),
+                                               4: (0.70, 0.93, 0.19), 5: (0.60, 0.90, 0.17)}),
+}  # fmt: skip
+BEST = {"alexnet": 3, "vgg16": 5, "resnet18_fmnist": 3}
+ALEXNET_LAYERS = ["features.0", "features.3", "features.6", "features.8", "features.10"]
+# alexnet layer sweep: (window, layer param) -> (top1, mac_saving)
+LAYER_SWEEP = {(2, "0"): (0.56, 0.01), (2, "features.3"): (0.55, 0.12), (2, "2"): (0.545, 0.05),
+               (3, "0"): (0.558, 0.012), (3, "features.3"): (0.54, 0.14), (3, "2"): (0.53, 0.06)}  # fmt: skip
+FIGURES = ["fig2_zero_windows", "fig5_breakdown", "fig6_mac_savings", "fig7_accuracy", "fig_layers"]
+
+
+def metrics(window: int, top1: float, top5: float, mac_saving: float) -> dict[str, float]:
+    """A full metric set; the rates are simple functions of the window so they are known too."""
+    sparsity = 0.70 - 0.01 * window
+    zero_diag, hit, miss = 0.3 / window, 0.05 * (window - 1), 0.01 * (window - 1)
+    values = {
+        "top1": top1, "top5": top5, "mac_saving": mac_saving, "sparsity": sparsity,
+        "frac/zero_diag": zero_diag, "frac/pred_hit": hit, "frac/pred_miss": miss,
+        "frac/others": 1 - zero_diag - hit - miss, "images": 1000, "model_conv_macs_per_image": 655566528,
+        "layer/features.0/mac_saving": mac_saving / 2, "layer/features.0/sparsity": sparsity,
+    }  # fmt: skip
+    values.update({f"zero_window/{s}": sparsity * 0.7 ** (s - 1) for s in range(1, 6)})
+    return values
+
+
+class Store:
+    """Writes runs the way the pipeline does (params, tags, metrics, status) with chosen start times."""
+
+    def __init__(self, folder: Path, experiment: str = EXPERIMENT) -> None:
+        self.uri = f"sqlite:///{folder}/mlflow.db"
+        self.artifacts = folder / "artifacts"
+        self.client = MlflowClient(self.uri)
+        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+            experiment, artifact_location=(self.artifacts / experiment).as_uri()
+        )  # fmt: skip
+        self.clock = T0
+
+    def job(self, model: str, data: str, limit: int | None, window: int, values: dict[str, float],
+            layer: str = "all", status: str = "FINISHED", start: int | None = None,
+            config_hash: str | None = None, tags: dict[str, str] | None = None) -> str:  # fmt: skip
+        self.clock += 1000
+        params = {"model": model, "data": data, "window": window, "layer": layer,
+                  "limit": "null" if limit is None else limit, "seed": 0, "predictor": "diagonal",
+                  "device": "cpu", "model.name": model, "data.name": data}  # fmt: skip
+        all_tags = {"config_hash": config_hash or f"{model}-{data}-{limit}-{window}-{layer}",
+                    "sweep": "/sweeps/a", "git_commit": "abc", **(tags or {})}  # fmt: skip
+        created = self.client.create_run(self.experiment_id, start_time=start or self.clock, tags=all_tags)
+        run_id = created.info.run_id
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), self.clock, 0) for k, v in values.items()],
+            params=[Param(k, str(v)) for k, v in params.items()],
+        )
+        if status != "RUNNING":
+            self.client.set_terminated(run_id, status)
+        return run_id
+
+
+def build_store(folder: Path) -> dict[str, object]:
+    """The test store; returns the run ids the tests check against."""
+    store = Store(folder)
+    ids: dict[str, object] = {"runs": {}}
+    # the sweep parent and an earlier analysis run: with job params and the latest start, yet never read
+    late, zeros = T0 + 10**8, metrics(2, 0.0, 0.0, 0.0)
+    parent = store.job(
+        "alexnet", "imagenet", None, 2, zeros, start=late, config_hash="p", tags={"sweep.parent": "true"}
+    )
+    store.job("alexnet", "imagenet", None, 3, zeros, start=late, config_hash="a", tags={"analysis": "true"})
+    for model, (data, limit, windows) in KNOWN.items():
+        for window, (top1, top5, saving) in windows.items():
+            tags = {"mlflow.parentRunId": parent}
+            ids["runs"][model, window] = store.job(
+                model, data, limit, window, metrics(window, top1, top5, saving), tags=tags
+            )
+    # the same alexnet window-3 config, run earlier with other numbers: only the newer run counts
+    ids["older"] = store.job("alexnet", "imagenet", None, 3, metrics(3, 0.10, 0.79, 0.99), start=T0 - 10_000,
+                             config_hash="alexnet-imagenet-None-3-all")  # fmt: skip
+    # a FAILED and a RUNNING run with tempting numbers: never read
+    store.job("vgg16", "imagenet", None, 2, metrics(2, 0.9, 0.99, 0.9), status="FAILED", config_hash="failed")
+    store.job("vgg16", "imagenet", None, 4, metrics(4, 0.9, 0.99, 0.9), status="RUNNING", config_hash="running")
+    # layer sweep of alexnet (layers given by index and by name) and its layer table
+    for (window, layer), (top1, saving) in LAYER_SWEEP.items():
+        values = metrics(window, top1, 0.79, saving)
+        store.job("alexnet", "imagenet", None, window, values, layer=layer, tags={"sweep": "/sweeps/layers"})
+    table = folder / "layers.csv"
+    table.write_text("index,name,acts\n" + "".join(f"{i},{n},10\n" for i, n in enumerate(ALEXNET_LAYERS)))
+    store.client.log_artifact(ids["runs"]["alexnet", 1], str(table))
+
+    # other experiments of the same store: without runs, without a baseline, with nothing but a baseline
+    Store(folder, "empty")
+    missing = Store(folder, "no-baseline")
+    for window in (2, 3):
+        missing.job("tiny", "fashion_mnist", 100, window, metrics(window, 0.5, 0.9, 0.1))
+    Store(folder, "baseline-only").job("tiny", "fashion_mnist", 100, 1, metrics(1, 0.5, 0.9, 0.0))
+    ids["uri"], ids["artifacts"] = store.uri, str(store.artifacts)
+    return ids
+
+
+def config(uri: str, out: Path, *overrides: str):
+    """conf/analysis.yaml composed with Hydra, pointed at the test store and ``out``."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(
+            "analysis",
+            overrides=[f"tracking.uri={uri}", f"tracking.experiment={EXPERIMENT}",
+                       f"tracking.artifacts={out.parent / 'artifacts'}", f"out={out}", *overrides],
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> dict[str, object]:
+    return build_store(tmp_path_factory.mktemp("store"))
+
+
+@pytest.fixture(scope="module")
+def report(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("analysis") / "figures"
+    return run(config(store["uri"], out))
+
+
+def row(summary: pd.DataFrame, model: str, window: int) -> pd.Series:
+    found = summary[(summary["model"] == model) & (summary["window"] == window)]
+    assert len(found) == 1, (model, window, found)
+    return found.iloc[0]
+
+
+def test_every_figure_is_written_as_png_and_pdf(report):
+    assert set(FIGURES) == {*figures.FIGURES, "fig_layers"} == set(FIGURE_NAMES)
+    for name in FIGURES:
+        png, pdf = report.out / f"{name}.png", report.out / f"{name}.pdf"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert pdf.read_bytes()[:5] == b"%PDF-", pdf
+    assert {p.name for p in report.out.iterdir()} == {
+        *(f"{n}.{f}" for n in FIGURES for f in ("png", "pdf")), "summary.csv", "summary.md", "runs.csv",
+    }  # fmt: skip
+
+
+def test_summary_numbers_are_the_runs_numbers(report):
+    summary = pd.read_csv(report.out / "summary.csv")
+    assert len(summary) == 15  # 3 models x 5 windows, layer=all only
+    for model, (data, limit, windows) in KNOWN.items():
+        base_top1, base_top5, _ = windows[1]
+        for window, (top1, top5, saving) in windows.items():
+            got = row(summary, model, window)
+            assert got["data"] == data and (pd.isna(got["limit"]) if limit is None else got["limit"] == limit)
+            assert got["top1"] == top1 and got["top5"] == top5 and got["mac_saving"] == saving
+            assert got["top1_drop"] == base_top1 - top1 and got["top5_drop"] == base_top5 - top5
+            assert got["sparsity"] == 0.70 - 0.01 * window
+            assert got["zero_window/3"] == pytest.approx((0.70 - 0.01 * window) * 0.49, abs=1e-12)
+            assert (
+                got["run_id"]
+                == report.runs.set_index(["model", "window", "layer"]).at[(model, window, "all"), "run_id"]
+            )
+
+
+def test_latest_run_of_a_config_wins_and_failed_running_parent_analysis_runs_are_ignored(store, report):
+    alexnet3 = row(report.summary, "alexnet", 3)
+    assert alexnet3["run_id"] == store["runs"]["alexnet", 3]
+    assert (alexnet3["top1"], alexnet3["mac_saving"]) == (0.525, 0.408)  # not the older run's 0.10 / 0.99
+    assert store["older"] not in set(report.runs["run_id"])
+    assert row(report.summary, "vgg16", 2)["top1"] == 0.64  # not the FAILED run's 0.9
+    assert row(report.summary, "vgg16", 4)["top1"] == 0.60  # not the RUNNING run's 0.9
+    assert len(report.runs) == 15 + len(LAYER_SWEEP)  # no parent, no analysis run
+
+
+def test_best_window_is_the_largest_saving_within_the_top5_drop_threshold(report):
+    for model, best in BEST.items():
+        flags = report.summary[report.summary["model"] == model].set_index("window")["best"]
+        assert flags.to_dict() == {k: k == best for k in range(1, 6)}, model
+
+
+def test_best_window_rule_threshold_and_sweep_filter_from_config(store, tmp_path):
+    table = pd.DataFrame({"window": [1, 2, 3], "mac_saving": [0.0, 0.2, 0.2], "top5_drop": [0.0, 0.05, 0.05]})
+    assert best_window(table, 0.08) == 2  # equal savings: the smaller window
+    assert best_window(table[table["window"] == 1], 0.08) is None  # baseline only: no best window
+    overrides = ["best.max_top5_drop=0.01", "filters.sweep=/sweeps/a", "log_run=false", "formats=[png]"]
+    strict = run(config(store["uri"], tmp_path / "out", *overrides))
+    flags = strict.summary[strict.summary["model"] == "alexnet"].set_index("window")["best"]
+    assert flags[2] and flags.sum() == 1  # only window 2 drops top-5 by <= 1 point
+    assert len(strict.runs) == 15 and (strict.runs["layer"] == "all").all()  # the layer sweep is another sweep
+    assert not (tmp_path / "out" / "fig_layers.png").exists()
+
+
+def test_paper_reference_values_stand_beside_imagenet_models(report):
+    alexnet1, alexnet3 = row(report.summary, "alexnet", 1), row(report.summary, "alexnet", 3)
+    assert (alexnet1["paper_top1"], alexnet1["paper_top5"], alexnet1["paper_sparsity"]) == (0.565, 0.791, 0.73)
+    assert alexnet1["paper_zero_window/3"] == 0.40
+    assert (alexnet3["paper_mac_saving"], alexnet3["paper_top1"], alexnet3["paper_top5"]) == (0.408, 0.525, 0.762)
+    assert row(report.summary, "vgg16", 3)["paper_mac_saving"] == 0.362
+    assert pd.isna(row(report.summary, "vgg16", 2)["paper_mac_saving"])
+    assert (
+        report.summary.loc[report.summary["model"] == "resnet18_fmnist", list(report.summary.filter(like="paper_"))]
+        .isna()
+        .all()
+        .all()
+    )
+    text = (report.out / "summary.md").read_text()
+    assert "| AlexNet | imagenet | 1000 | 0 | **3x3** | 40.8 [40.8] | 52.5 [52.5] | 76.2 [76.2] | 4.0 | 2.9 |" in text
+
+
+def test_layer_sweep_runs_get_their_layer_index_and_drop(report):
+    sweep = report.runs[report.runs["layer"] != "all"].set_index(["window", "layer"])
+    assert sweep["layer_index"].to_dict() == {k: {"0": 0, "features.3": 1, "2": 2}[k[1]] for k in LAYER_SWEEP}
+    assert sweep["layer_name"].to_dict() == {k: ALEXNET_LAYERS[sweep.at[k, "layer_index"]] for k in LAYER_SWEEP}
+    for key, (top1, saving) in LAYER_SWEEP.items():
+        assert sweep.at[key, "top1_drop"] == 0.565 - top1 and sweep.at[key, "mac_saving"] == saving
+
+
+def test_analysis_run_is_logged_with_filters_and_artifacts(store, report):
+    client = MlflowClient(store["uri"])
+    logged = client.get_run(report.run_id)
+    assert logged.info.status == "FINISHED" and logged.data.tags["analysis"] == "true"
+    assert logged.data.params["filters.model"] == "null" and logged.data.params["best.max_top5_drop"] == "0.08"
+    figures = {Path(f.path).name for f in client.list_artifacts(report.run_id, "figures")}
+    assert figures == {f"{n}.{f}" for n in FIGURES for f in ("png", "pdf")}
+    tables = {Path(f.path).name for f in client.list_artifacts(report.run_id, "summary")}
+    assert tables == {"summary.csv", "summary.md", "runs.csv"}
+
+
+def test_filters_select_models_and_log_run_false_logs_nothing(store, tmp_path):
+    client = MlflowClient(store["uri"])
+    before = len(client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id], max_results=1000))
+    picked = run(
+        config(
+            store["uri"], tmp_path / "out", "filters.model=[vgg16,resnet18_fmnist]", "log_run=false", "formats=[png]"
+        )
+    )
+    assert set(picked.summary["model"]) == {"vgg16", "resnet18_fmnist"}
+    assert not (tmp_path / "out" / "fig_layers.png").exists()  # alexnet's layer sweep was filtered out
+    assert picked.run_id is None
+    after = len(client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id], max_results=1000))
+    assert after == before
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no store", "no tracking store"),
+        ("wrong experiment", "experiment 'nope' is not in the store"),
+        ("empty experiment", "no FINISHED job runs"),
+        ("filter matches nothing", "filters.model=['resnet50']"),
+        ("other sweep", "filters.sweep=['/sweeps/b']"),
+        ("no baseline", "no baseline (window=1) run for tiny"),
+        ("baseline only", "no prediction window (window >= 2 with layer=all)"),
+    ],
+)
+def test_bad_input_raises_one_clear_error_and_writes_nothing(store, tmp_path, case, message):
+    out = tmp_path / "out" / "figures"
+    uri, extra = store["uri"], []
+    if case == "no store":
+        uri = f"sqlite:///{tmp_path}/missing.db"
+    extra = {
+        "wrong experiment": ["tracking.experiment=nope"],
+        "empty experiment": ["tracking.experiment=empty"],
+        "filter matches nothing": ["filters.model=resnet50"],
+        "other sweep": ["filters.sweep=/sweeps/b"],
+        "no baseline": ["tracking.experiment=no-baseline"],
+        "baseline only": ["tracking.experiment=baseline-only"],
+    }.get(case, [])
+    client = MlflowClient(store["uri"])
+    runs_before = len(client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000))
+    with pytest.raises(AnalysisError) as error:
+        run(config(uri, out, *extra))
+    assert message in str(error.value)
+    assert "python -m pipeline" in str(error.value)
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "missing.db").exists()
+    runs_after = len(client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000))
+    assert runs_after == runs_before  # no analysis run logged
+
+
+def test_cli_prints_error_and_exits_2_without_a_baseline(store, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    command = [
+        sys.executable, "-m", "analysis", f"tracking.uri={store['uri']}", "tracking.experiment=no-baseline",
+        f"out={tmp_path}/figures", f"hydra.run.dir={tmp_path}/hydra",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "no baseline (window=1) run for tiny" in lines[0]
+    assert "python -m pipeline model=tiny data=fashion_mnist data.limit=100 seed=0 window=1" in lines[0]
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "figures").exists()
