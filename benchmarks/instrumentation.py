@@ -14,57 +14,68 @@ from __future__ import annotations
 
 import argparse
 import gc
-import resource
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from pipeline.config import ModelConfig
 from pipeline.instrument import instrument
-from pipeline.models import build_model
+from pipeline.models import CHECKPOINTS, build_model
 from pipeline.prediction import TilePredictor
 
 IMAGENET = ("alexnet", "vgg16", "resnet18")
 FMNIST = ("alexnet_fmnist", "vgg16_fmnist", "resnet18_fmnist")
 
 
-def peak_rss_during(fn) -> tuple[float, int]:
-    """(seconds, peak resident memory growth in bytes over the baseline) of one call, measured
-    in a forked child so each measurement starts from the same memory state (Linux only)."""
-    import os
+def _status_kb(field: str) -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
 
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(read)
+
+def memory_child(name: str, mode: str, batch: int) -> None:
+    """Print the peak resident memory growth (bytes) of one forward, in a fresh process."""
+    model, x = _setup(name, batch, torch.device("cpu"))
+    with torch.inference_mode(), instrument(model, TilePredictor(3), "all") as net:
+        fn = net if mode == "instrumented" else model
         gc.collect()
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        start = time.perf_counter()
-        fn()
-        seconds = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        os.write(write, f"{seconds} {(after - before) * 1024}".encode())
-        os._exit(0)
-    os.close(write)
-    data = os.read(read, 200).decode().split()
-    os.waitpid(pid, 0)
-    return float(data[0]), int(data[1])
+        before = _status_kb("VmRSS")
+        with open("/proc/self/clear_refs", "w") as handle:  # reset the peak (VmHWM) to the current RSS
+            handle.write("5")
+        fn(x)
+        print((_status_kb("VmHWM") - before) * 1024)
 
 
-def bench(name: str, batch: int, repeats: int, device: torch.device) -> dict[str, float]:
+def peak_growth(name: str, mode: str, batch: int) -> int:
+    """Peak memory growth of one forward, measured in a fresh process (Linux only; 0 elsewhere)."""
+    if not Path("/proc/self/clear_refs").exists():
+        return 0
+    command = [sys.executable, __file__, "--memory-child", name, mode, str(batch)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return int(result.stdout.strip().splitlines()[-1])
+
+
+def _setup(name: str, batch: int, device: torch.device):
     torch.manual_seed(0)
     fmnist = name.endswith("_fmnist")
     cfg = ModelConfig(
         name=name,
         weights=None,
-        checkpoint=f"{name}.pt" if fmnist else None,
+        checkpoint=f"{name}.pt" if fmnist and (CHECKPOINTS / f"{name}.pt").exists() else None,
         input_size=[1, 28, 28] if fmnist else [3, 224, 224],
         num_classes=10 if fmnist else 1000,
     )
     model = build_model(cfg).to(device)
-    x = torch.randn((batch, *cfg.input_size), device=device)
+    return model, torch.randn((batch, *cfg.input_size), device=device)
+
+
+def bench(name: str, batch: int, repeats: int, device: torch.device) -> dict[str, float]:
+    model, x = _setup(name, batch, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     plain, instrumented = [], []
     with torch.inference_mode(), instrument(model, TilePredictor(3), "all") as net:
@@ -76,12 +87,10 @@ def bench(name: str, batch: int, repeats: int, device: torch.device) -> dict[str
                 fn(x)
                 sync()
                 times.append(time.perf_counter() - start)
-        if device.type == "cpu" and hasattr(__import__("os"), "fork"):
-            _, plain_mem = peak_rss_during(lambda: model(x))
-            _, inst_mem = peak_rss_during(lambda: net(x))
-        else:
-            plain_mem = inst_mem = 0
     plain_s, inst_s = statistics.median(plain), statistics.median(instrumented)
+    memory = device.type == "cpu"
+    plain_mem = peak_growth(name, "plain", batch) if memory else 0
+    inst_mem = peak_growth(name, "instrumented", batch) if memory else 0
     return {"plain_s": plain_s, "instrumented_s": inst_s, "ratio": inst_s / plain_s,
             "plain_mb": plain_mem / 2**20, "instrumented_mb": inst_mem / 2**20}  # fmt: skip
 
@@ -114,4 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--memory-child":
+        memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        sys.exit(0)
     sys.exit(main())

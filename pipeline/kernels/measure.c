@@ -29,31 +29,29 @@ typedef struct {
 } job_t;
 
 static void measure_plane(float *p, int64_t h, int64_t w, int64_t k, const uint8_t *pattern, int apply,
-                          uint8_t *run, uint8_t *low, int64_t *out) {
-    /* run[j]: zeros in column j ending at the current row, capped at 5;
-       low[j]: min of run over columns j-s+1..j, i.e. an s x s all-zero window ends at (i, j)
-       exactly when low[j] >= s. Branch-free loops over uint8 so the compiler vectorizes them. */
-    memset(run, 0, (size_t)w);
+                          uint8_t *buffer, int64_t *out) {
+    /* run[j]: zeros in column j ending at the current row, capped at 5. An s x s all-zero window
+       ends at (i, j) exactly when min(run[j-s+1..j]) >= s. run has 4 leading zeros, so windows
+       that would start left of column 0 never count. Branch-free loops over uint8: vectorized. */
+    uint8_t *run = buffer + 4, *fire = buffer + w + 8;
+    memset(buffer, 0, (size_t)(w + 4));
     int64_t windows[6] = {0, 0, 0, 0, 0, 0};
     for (int64_t i = 0; i < h; i++) {
         const float *row = p + i * w;
-        int32_t count = 0;
         for (int64_t j = 0; j < w; j++) {
             uint8_t next = (uint8_t)(run[j] + (run[j] < 5));
             run[j] = row[j] == 0.0f ? next : 0;
-            count += run[j] >= 1;
         }
-        windows[1] += count;
-        memcpy(low, run, (size_t)w);
-        for (int s = 2; s <= 5 && s <= i + 1 && s <= w; s++) {
-            count = 0;
-            for (int64_t j = s - 1; j < w; j++) {
-                uint8_t left = run[j - s + 1];
-                low[j] = left < low[j] ? left : low[j];
-                count += low[j] >= s;
-            }
-            windows[s] += count;
+        int32_t c1 = 0, c2 = 0, c3 = 0, c4 = 0, c5 = 0;
+        for (int64_t j = 0; j < w; j++) {
+            uint8_t m1 = run[j];
+            uint8_t m2 = run[j - 1] < m1 ? run[j - 1] : m1;
+            uint8_t m3 = run[j - 2] < m2 ? run[j - 2] : m2;
+            uint8_t m4 = run[j - 3] < m3 ? run[j - 3] : m3;
+            uint8_t m5 = run[j - 4] < m4 ? run[j - 4] : m4;
+            c1 += m1 >= 1; c2 += m2 >= 2; c3 += m3 >= 3; c4 += m4 >= 4; c5 += m5 >= 5;
         }
+        windows[1] += c1; windows[2] += c2; windows[3] += c3; windows[4] += c4; windows[5] += c5;
     }
     out[0] += windows[1]; /* zeros = 1x1 all-zero windows */
     for (int s = 1; s <= 5; s++) out[3 + s] += windows[s];
@@ -62,7 +60,6 @@ static void measure_plane(float *p, int64_t h, int64_t w, int64_t k, const uint8
     if (k <= 1) return;                               /* k = 0: layer out of scope, nothing predicted */
     /* fire[t]: tile t of the current band of k rows still has only zero pattern cells.
        Pattern cells are visited row by row, strided over the tiles: branch-free. */
-    uint8_t *fire = low;
     int64_t tiles = (w + k - 1) / k, full_basis = 0;
     for (int64_t q = 0; q < k * k; q++) full_basis += pattern[q];
     int64_t zero_diag = 0, zeros_fired = 0, area_fired = 0;
@@ -104,14 +101,12 @@ static void measure_plane(float *p, int64_t h, int64_t w, int64_t k, const uint8
 
 static void *run_job(void *arg) {
     job_t *job = (job_t *)arg;
-    uint8_t *rows = (uint8_t *)calloc((size_t)(2 * job->w + 2), 1);
-    if (!rows) return (void *)1;
-    for (int64_t plane = job->first; plane < job->last; plane++) {
-        memset(rows, 0, (size_t)(2 * job->w + 2));
+    uint8_t *buffer = (uint8_t *)calloc((size_t)(2 * job->w + 16), 1); /* run (4 + w), fire (<= w) */
+    if (!buffer) return (void *)1;
+    for (int64_t plane = job->first; plane < job->last; plane++)
         measure_plane(job->data + plane * job->h * job->w, job->h, job->w, job->k, job->pattern, job->apply,
-                      rows, rows + job->w + 1, job->out);
-    }
-    free(rows);
+                      buffer, job->out);
+    free(buffer);
     return NULL;
 }
 
