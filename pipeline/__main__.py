@@ -51,7 +51,9 @@ def cli() -> int:
         return 2
     except (HydraException, OmegaConfBaseException) as exc:  # bad overrides or config values
         close_open(None)
-        print(f"error: {str(exc).strip()}", file=sys.stderr)
+        cause = exc.__cause__
+        detail = f": {str(cause).strip()}" if cause is not None and str(cause) not in str(exc) else ""
+        print(f"error: {str(exc).strip()}{detail}", file=sys.stderr)
         return 2
     except Exception:  # a bug: keep the traceback
         close_open(None)
