@@ -130,6 +130,32 @@ class Tracker:
         self.client.set_terminated(run_id, "FINISHED")
 
 
+    def log_training_run(
+        self,
+        name: str,
+        params: Mapping[str, object],
+        history: list[tuple[str, float, int, int]],
+        final: Mapping[str, float],
+        checkpoint: Path,
+    ) -> str:
+        """One finished training run (pipeline.train): params, per-epoch metrics (key, value,
+        timestamp ms, epoch), final metrics and the checkpoint. Returns the run id."""
+        run_id = self.client.create_run(self.experiment_id, run_name=name).info.run_id
+        try:
+            now = get_current_time_millis()
+            metrics = [Metric(k, float(v), t, step) for k, v, t, step in history]
+            metrics += [Metric(k, float(v), now, 0) for k, v in final.items()]
+            self.client.log_batch(run_id, params=[Param(k, _param(v)) for k, v in params.items()])
+            for start in range(0, len(metrics), 1000):
+                self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+            self.client.log_artifact(run_id, str(checkpoint))
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        self.client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+
 class JobRecord:
     """Writes a job's results to its run in one step."""
 

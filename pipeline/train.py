@@ -11,7 +11,6 @@ schedule on 2 CPU threads, evaluates top-1 on all 10,000 test images, saves the 
 from __future__ import annotations
 
 import argparse
-import gzip
 import math
 import time
 from dataclasses import dataclass
@@ -22,9 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.config import TrackingConfig
+from pipeline.data import (
+    DEBIAN_FASHION_MNIST,
+    normalize_fashion_mnist,
+    read_fashion_mnist,
+)
 from pipeline.fmnist_models import FMNIST_MEAN, FMNIST_MODELS, FMNIST_STD
+from pipeline.tracking import Tracker
 
-DEFAULT_DATA_ROOT = Path("/usr/share/datasets/fashion-mnist")
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 
 # Per-model defaults (chosen so each model reaches >= 91 % test top-1 in a few CPU epochs).
@@ -36,42 +41,6 @@ MODEL_DEFAULTS: dict[str, dict[str, float | int]] = {
 
 
 # --------------------------------------------------------------------------- data
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """Read a (gzipped) IDX file into a numpy array."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    return arr.reshape(shape)
-
-
-def load_fmnist(root: Path | str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images as uint8 (N, 1, 28, 28) and labels as int64 (N,) of split 'train' or 't10k'/'test'."""
-    prefix = {"train": "train", "test": "t10k", "t10k": "t10k"}[split]
-    root = Path(root)
-
-    def find(stem: str) -> Path:
-        for name in (f"{stem}.gz", stem):
-            if (root / name).exists():
-                return root / name
-        raise FileNotFoundError(root / f"{stem}.gz")
-
-    images = _read_idx(find(f"{prefix}-images-idx3-ubyte"))
-    labels = _read_idx(find(f"{prefix}-labels-idx1-ubyte"))
-    x = torch.from_numpy(images.copy()).unsqueeze(1)
-    y = torch.from_numpy(labels.astype(np.int64))
-    return x, y
-
-
-def normalize(x_uint8: torch.Tensor) -> torch.Tensor:
-    x = x_uint8.float().div_(255.0)
-    return x.sub_(FMNIST_MEAN[0]).div_(FMNIST_STD[0])
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
@@ -103,7 +72,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     model.eval()
     correct = 0
     for i in range(0, len(x), batch_size):
-        logits = model(normalize(x[i : i + batch_size]))
+        logits = model(normalize_fashion_mnist(x[i : i + batch_size]))
         correct += int((logits.argmax(1) == y[i : i + batch_size]).sum())
     return correct / len(x)
 
@@ -159,7 +128,7 @@ def train(
         loss_sum, correct, seen = 0.0, 0, 0
         for i in range(0, len(perm), batch_size):
             idx = perm[i : i + batch_size]
-            xb = augment(normalize(x_train[idx]), gen).contiguous(memory_format=torch.channels_last)
+            xb = augment(normalize_fashion_mnist(x_train[idx]), gen).contiguous(memory_format=torch.channels_last)
             yb = y_train[idx]
             logits = model(xb)
             loss = criterion(logits, yb)
@@ -189,62 +158,6 @@ def train(
     return history
 
 
-# --------------------------------------------------------------------------- MLflow (all calls here)
-#
-# The whole run is logged in one go after training (params, per-epoch metrics with their steps and
-# timestamps, final metrics, the checkpoint), so a long CPU run never holds the shared SQLite store
-# open, and a tracking failure cannot cost the trained checkpoint.
-
-
-def _default_artifact_location(tracking_uri: str) -> str:
-    """``<dir of the SQLite DB>/mlartifacts`` as an absolute path (default: outputs/mlartifacts)."""
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///") :])
-        return str((db.parent / "mlartifacts").resolve())
-    return str(Path("outputs/mlartifacts").resolve())
-
-
-def log_run_to_mlflow(
-    *,
-    tracking_uri: str,
-    experiment: str,
-    artifact_location: str | None,
-    run_name: str,
-    params: dict,
-    history: list[EpochStats],
-    final_metrics: dict,
-    checkpoint: Path,
-) -> str:
-    """Log one finished training run; returns its run id."""
-    import mlflow
-    from mlflow.entities import Metric
-
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri)
-    if mlflow.get_experiment_by_name(experiment) is None:
-        location = artifact_location or _default_artifact_location(tracking_uri)
-        Path(location).mkdir(parents=True, exist_ok=True)
-        mlflow.create_experiment(experiment, artifact_location=location)
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name) as run:
-        mlflow.log_params(params)
-        metrics = [
-            Metric(key, value, int(s.timestamp * 1000), s.epoch)
-            for s in history
-            for key, value in (
-                ("train_loss", s.train_loss),
-                ("train_top1", s.train_top1),
-                ("test_top1", s.test_top1),
-                ("epoch_seconds", s.seconds),
-            )
-        ]
-        mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics)
-        mlflow.log_metrics(final_metrics)
-        mlflow.log_artifact(str(checkpoint))
-        return run.info.run_id
-
-
 # --------------------------------------------------------------------------- CLI
 
 
@@ -259,12 +172,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--grad-clip", type=float, default=5.0, help="max grad norm (0: off)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    p.add_argument("--data-root", type=Path, default=DEBIAN_FASHION_MNIST)
     p.add_argument("--out", type=Path, default=None, help="default: pipeline/checkpoints/<model>.pt")
     p.add_argument("--tracking-uri", default="sqlite:///outputs/mlflow.db")
     p.add_argument("--experiment", default="fmnist-training")
-    p.add_argument("--artifact-location", default=None,
-                   help="artifact root when the experiment is created (default: absolute outputs/mlartifacts)")
+    p.add_argument("--artifacts", default="outputs/mlartifacts",
+                   help="artifact root when the experiment is created (as tracking.artifacts)")
     p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     args = p.parse_args(argv)
@@ -286,8 +199,8 @@ def main(argv: list[str] | None = None) -> float:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
 
-    x_train, y_train = load_fmnist(args.data_root, "train")
-    x_test, y_test = load_fmnist(args.data_root, "test")
+    x_train, y_train = read_fashion_mnist(args.data_root, "train")  # uint8 (N, 28, 28), int64 (N,)
+    x_test, y_test = read_fashion_mnist(args.data_root, "test")
     if args.train_limit:
         x_train, y_train = x_train[: args.train_limit], y_train[: args.train_limit]
 
@@ -326,15 +239,24 @@ def main(argv: list[str] | None = None) -> float:
     print(f"final test top-1 {top1:.4f} on {len(x_test)} images; saved {args.out} ({size / 1e6:.2f} MB); "
           f"trained in {train_seconds:.0f}s", flush=True)
     if not args.no_mlflow:
-        run_id = log_run_to_mlflow(
-            tracking_uri=args.tracking_uri,
-            experiment=args.experiment,
-            artifact_location=args.artifact_location,
-            run_name=f"train-{args.model}-s{args.seed}",
-            params=params,
-            history=history,
-            final_metrics={"final_test_top1": top1, "train_seconds": train_seconds, "checkpoint_bytes": size},
-            checkpoint=args.out,
+        # logged in one go after training: a tracking failure cannot cost the trained checkpoint
+        tracker = Tracker(TrackingConfig(args.tracking_uri, args.experiment, args.artifacts))
+        history_metrics = [
+            (key, value, int(s.timestamp * 1000), s.epoch)
+            for s in history
+            for key, value in (
+                ("train_loss", s.train_loss),
+                ("train_top1", s.train_top1),
+                ("test_top1", s.test_top1),
+                ("epoch_seconds", s.seconds),
+            )
+        ]
+        run_id = tracker.log_training_run(
+            f"train-{args.model}-s{args.seed}",
+            params,
+            history_metrics,
+            {"final_test_top1": top1, "train_seconds": train_seconds, "checkpoint_bytes": size},
+            args.out,
         )
         print(f"logged MLflow run {run_id} to {args.tracking_uri} (experiment {args.experiment})", flush=True)
     return top1
