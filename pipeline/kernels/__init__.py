@@ -1,7 +1,9 @@
 """The fused CPU counting kernel (measure.c), compiled on first use with the system's C compiler.
 
-The shared library is cached under ``$CNP_KERNEL_CACHE`` (default ``~/.cache/cnp-pipeline``),
-named by a hash of the source and flags, and written atomically so parallel jobs can race safely.
+The shared library is built for this processor (-march=native), cached under ``$CNP_KERNEL_CACHE``
+(default ``~/.cache/cnp-pipeline``), named by a hash of the source, the flags and the CPU (model and
+feature flags, so a shared home on a mixed cluster never loads a build for another CPU), and
+written atomically so parallel jobs can race safely.
 Without a C compiler the pipeline falls back to the pure-torch path (same counts, slower).
 """
 
@@ -19,11 +21,25 @@ from functools import lru_cache
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("measure.c")
-FLAGS = ["-O3", "-std=c99", "-fPIC", "-shared", "-pthread", "-funroll-loops"]
+FLAGS = ["-O3", "-march=native", "-std=c99", "-fPIC", "-shared", "-pthread", "-fno-strict-aliasing"]
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("CNP_KERNEL_CACHE", Path.home() / ".cache" / "cnp-pipeline"))
+
+
+def _cpu() -> str:
+    """The processor's identity: -march=native builds are only reused on the same kind of CPU."""
+    text = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "flags", "Features")):
+                text += line
+                if line.startswith(("flags", "Features")):
+                    break
+    except OSError:
+        pass
+    return text
 
 
 @lru_cache(maxsize=1)
@@ -36,7 +52,7 @@ def load() -> ctypes.CDLL | None:
         warnings.warn("no C compiler found: counting with the slower pure-torch path", stacklevel=2)
         return None
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join(FLAGS).encode() + platform.machine().encode()).hexdigest()[:16]
+    key = hashlib.sha256(source + " ".join(FLAGS).encode() + _cpu().encode()).hexdigest()[:16]
     library = cache_dir() / f"cnp_measure_{key}.so"
     if not library.exists():
         library.parent.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,21 @@
 /*
  * Fused CPU kernel for the per-layer counts of the measurement contract (sections 3 and 4).
  *
- * One call measures a contiguous float32 tensor of `planes` H x W channel maps (N * C planes) in a
- * single pass per plane (the plane stays in cache between the two loops):
- *   1. zeros and the stride-1 all-zero s x s windows (s = 1..5): dp[i][j] is the side of the
- *      largest all-zero square whose bottom-right cell is (i, j), capped at 5; an s x s window is
- *      all zero exactly when the dp value at its bottom-right cell is >= s.
- *   2. k x k tile prediction: a tile fires when all its in-bounds pattern cells are zero; then its
- *      other in-bounds cells are predicted (pred_hit when 0, pred_miss otherwise) and, when
- *      `apply` is set, zeroed in place.
+ * One call measures a contiguous float32 tensor of `planes` H x W channel maps (N * C planes).
+ * The planes are processed in chunks of whole planes (about CHUNK cells, so small maps such as
+ * 4 x 4 or 7 x 7 still give long loops) as flat arrays, with no per-row loop:
+ *   1. z[e] = (x[e] == 0); zeros = sum z.
+ *   2. all-zero s x s windows (stride 1, unpadded), by their bottom-right cell e:
+ *      S_1 = z, S_s[e] = S_{s-1}[e] & S_{s-1}[e-1] & S_{s-1}[e-W] & S_{s-1}[e-W-1] & (row, col >= s-1);
+ *      the four (s-1)-squares ending at (r, c), (r, c-1), (r-1, c), (r-1, c-1) cover the s-square.
+ *      Branch-free loops over bytes: the compiler vectorizes them.
+ *   3. k x k tile prediction with a k x k pattern (the paper's diagonal): a tile fires when all
+ *      its in-bounds pattern cells are zero (a tile without one never fires); its other in-bounds
+ *      cells are predicted (pred_hit when 0, pred_miss otherwise) and, when `apply` is set, the
+ *      whole tile is zeroed in place (its pattern cells are zero already).
  * out[0..8] += zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5.
- * Planes are split over `threads` POSIX threads; the pure-torch path in pipeline/counts.py is the
- * reference this kernel is tested against.
+ * Chunks are split over `threads` POSIX threads. The pure-torch path in pipeline/counts.py is
+ * the reference this kernel is tested against.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -19,81 +23,80 @@
 #include <string.h>
 
 #define NOUT 9
+#define CHUNK 16384
 
 typedef struct {
-    float *data;
-    int64_t first, last, h, w, k;
-    const uint8_t *pattern;
+    int64_t h, w, hw, k, chunk_planes, tiles;
     int apply;
+    uint8_t *edge;       /* [chunk_planes * hw] min(row, col, 5): s-windows end where edge >= s-1 */
+    int32_t *tile_of;    /* [chunk_planes * hw] the tile of each cell (numbered through the chunk) */
+    uint8_t *other;      /* [chunk_planes * hw] not a pattern cell (predicted when its tile fires) */
+    int32_t *basis;      /* [chunk_planes * tiles] in-bounds pattern cells of each tile */
+    int32_t *pattern_cells, *pattern_tile, npattern; /* [chunk_planes * npattern] pattern cells, their tiles */
+} layout_t;
+
+typedef struct {
+    const layout_t *layout;
+    float *data;
+    int64_t first, last; /* planes */
     int64_t out[NOUT];
 } job_t;
 
-static void measure_plane(float *p, int64_t h, int64_t w, int64_t k, const uint8_t *pattern, int apply,
-                          uint8_t *buffer, int64_t *out) {
-    /* run[j]: zeros in column j ending at the current row, capped at 5. An s x s all-zero window
-       ends at (i, j) exactly when min(run[j-s+1..j]) >= s. run has 4 leading zeros, so windows
-       that would start left of column 0 never count. Branch-free loops over uint8: vectorized. */
-    uint8_t *run = buffer + 4, *fire = buffer + w + 8;
-    memset(buffer, 0, (size_t)(w + 4));
-    int64_t windows[6] = {0, 0, 0, 0, 0, 0};
-    for (int64_t i = 0; i < h; i++) {
-        const float *row = p + i * w;
-        for (int64_t j = 0; j < w; j++) {
-            uint8_t next = (uint8_t)(run[j] + (run[j] < 5));
-            run[j] = row[j] == 0.0f ? next : 0;
-        }
-        int32_t c1 = 0, c2 = 0, c3 = 0, c4 = 0, c5 = 0;
-        for (int64_t j = 0; j < w; j++) {
-            uint8_t m1 = run[j];
-            uint8_t m2 = run[j - 1] < m1 ? run[j - 1] : m1;
-            uint8_t m3 = run[j - 2] < m2 ? run[j - 2] : m2;
-            uint8_t m4 = run[j - 3] < m3 ? run[j - 3] : m3;
-            uint8_t m5 = run[j - 4] < m4 ? run[j - 4] : m4;
-            c1 += m1 >= 1; c2 += m2 >= 2; c3 += m3 >= 3; c4 += m4 >= 4; c5 += m5 >= 5;
-        }
-        windows[1] += c1; windows[2] += c2; windows[3] += c3; windows[4] += c4; windows[5] += c5;
+/* S_s from S_{s-1} (see the header); returns how many s x s windows are all zero. */
+static int64_t square_step(const uint8_t *restrict in, uint8_t *restrict next, const uint8_t *restrict edge,
+                           int64_t n, int64_t w, uint8_t need) {
+    const int64_t start = w + 1 < n ? w + 1 : n;
+    memset(next, 0, (size_t)start); /* row 0 and (row 1, col 0): no window ends there */
+    int32_t count = 0;
+    for (int64_t e = start; e < n; e++) {
+        uint8_t v = in[e] & in[e - 1] & in[e - w] & in[e - w - 1] & (edge[e] >= need);
+        next[e] = v;
+        count += v;
     }
-    out[0] += windows[1]; /* zeros = 1x1 all-zero windows */
-    for (int s = 1; s <= 5; s++) out[3 + s] += windows[s];
+    return count;
+}
 
-    if (k == 1 && pattern[0]) out[1] += windows[1]; /* 1x1 tiles: every zero cell is a zero diagonal */
-    if (k <= 1) return;                               /* k = 0: layer out of scope, nothing predicted */
-    /* fire[t]: tile t of the current band of k rows still has only zero pattern cells.
-       Pattern cells are visited row by row, strided over the tiles: branch-free. */
-    int64_t tiles = (w + k - 1) / k, full_basis = 0;
-    for (int64_t q = 0; q < k * k; q++) full_basis += pattern[q];
-    int64_t zero_diag = 0, zeros_fired = 0, area_fired = 0;
-    for (int64_t r0 = 0; r0 < h; r0 += k) {
-        int64_t rows = h - r0 < k ? h - r0 : k;
-        memset(fire, 1, (size_t)tiles);
-        for (int64_t i = 0; i < rows; i++) {
-            const float *row = p + (r0 + i) * w;
-            for (int64_t j = 0; j < k; j++) {
-                if (!pattern[i * k + j]) continue;
-                for (int64_t t = 0, c = j; c < w; t++, c += k) fire[t] &= row[c] == 0.0f;
-            }
-        }
-        for (int64_t t = 0; t < tiles; t++) {
-            if (!fire[t]) continue;
-            int64_t c0 = t * k, cols = w - c0 < k ? w - c0 : k, basis = full_basis;
-            if (rows < k || cols < k) { /* an edge tile: count its in-bounds pattern cells */
-                basis = 0;
-                for (int64_t i = 0; i < rows; i++)
-                    for (int64_t j = 0; j < cols; j++) basis += pattern[i * k + j];
-                if (basis == 0) continue; /* no in-bounds pattern cell: no evidence, no firing */
-            }
-            int32_t zeros = 0;
-            for (int64_t i = 0; i < rows; i++) {
-                float *row = p + (r0 + i) * w + c0;
-                for (int64_t j = 0; j < cols; j++) zeros += row[j] == 0.0f;
-                if (apply) memset(row, 0, (size_t)cols * sizeof(float)); /* pattern cells are 0 already */
-            }
-            zero_diag += basis;
-            zeros_fired += zeros;
-            area_fired += rows * cols;
-        }
+static void measure_chunk(const layout_t *lay, float *x, int64_t nplanes, uint8_t *restrict z,
+                          uint8_t *restrict a, uint8_t *restrict b, int32_t *restrict fire, int64_t *out) {
+    const int64_t n = nplanes * lay->hw, w = lay->w;
+    int32_t count = 0;
+    for (int64_t e = 0; e < n; e++) {
+        z[e] = x[e] == 0.0f;
+        count += z[e];
     }
-    int64_t predicted = area_fired - zero_diag, hit = zeros_fired - zero_diag;
+    out[0] += count;
+    out[4] += count; /* 1x1 all-zero windows are the zero cells */
+
+    const uint8_t *in = z;
+    uint8_t *next = a;
+    for (int s = 2; s <= 5; s++) {
+        out[3 + s] += square_step(in, next, lay->edge, n, w, (uint8_t)(s - 1));
+        in = next;
+        next = (next == a) ? b : a;
+    }
+
+    if (lay->k <= 1) return;
+    /* fire per tile (a scatter over the pattern cells), then the fired flag of every cell
+       (a gather), then branch-free counting and zeroing over the whole chunk (vectorized) */
+    uint8_t *restrict fired = a; /* the window buffers are free again */
+    const int64_t ntiles = nplanes * lay->tiles, npattern = nplanes * lay->npattern;
+    const int32_t *restrict basis = lay->basis, *restrict tile_of = lay->tile_of;
+    for (int64_t t = 0; t < ntiles; t++) fire[t] = basis[t] > 0;
+    for (int64_t m = 0; m < npattern; m++) fire[lay->pattern_tile[m]] &= z[lay->pattern_cells[m]];
+    int64_t zero_diag = 0;
+    for (int64_t t = 0; t < ntiles; t++) zero_diag += fire[t] * basis[t];
+    for (int64_t e = 0; e < n; e++) fired[e] = (uint8_t)fire[tile_of[e]]; /* a vector gather */
+    const uint8_t *restrict other_cell = lay->other;
+    int32_t predicted = 0, hit = 0;
+    for (int64_t e = 0; e < n; e++) {
+        uint8_t other = fired[e] & other_cell[e];
+        predicted += other;
+        hit += other & z[e];
+    }
+    if (lay->apply) {
+        uint32_t *restrict bits = (uint32_t *)x; /* -fno-strict-aliasing: float bits as integers */
+        for (int64_t e = 0; e < n; e++) bits[e] &= (uint32_t)fired[e] - 1u; /* fired: +0.0f */
+    }
     out[1] += zero_diag;
     out[2] += hit;
     out[3] += predicted - hit;
@@ -101,29 +104,89 @@ static void measure_plane(float *p, int64_t h, int64_t w, int64_t k, const uint8
 
 static void *run_job(void *arg) {
     job_t *job = (job_t *)arg;
-    uint8_t *buffer = (uint8_t *)calloc((size_t)(2 * job->w + 16), 1); /* run (4 + w), fire (<= w) */
-    if (!buffer) return (void *)1;
-    for (int64_t plane = job->first; plane < job->last; plane++)
-        measure_plane(job->data + plane * job->h * job->w, job->h, job->w, job->k, job->pattern, job->apply,
-                      buffer, job->out);
+    const layout_t *lay = job->layout;
+    int64_t n = lay->chunk_planes * lay->hw;
+    int32_t *fire = (int32_t *)malloc((size_t)(lay->chunk_planes * lay->tiles + 16) * sizeof(int32_t));
+    uint8_t *buffer = (uint8_t *)malloc((size_t)(3 * n + 64));
+    if (!buffer || !fire) { free(buffer); free(fire); return (void *)1; }
+    uint8_t *z = buffer, *a = z + n, *b = a + n;
+    for (int64_t p = job->first; p < job->last; p += lay->chunk_planes) {
+        int64_t nplanes = job->last - p < lay->chunk_planes ? job->last - p : lay->chunk_planes;
+        measure_chunk(lay, job->data + p * lay->hw, nplanes, z, a, b, fire, job->out);
+    }
     free(buffer);
+    free(fire);
     return NULL;
 }
 
-/* Returns 0 on success. */
+static int build_layout(layout_t *lay, int64_t h, int64_t w, int64_t k, const uint8_t *pattern, int apply) {
+    memset(lay, 0, sizeof(*lay));
+    lay->h = h; lay->w = w; lay->hw = h * w; lay->k = k; lay->apply = apply;
+    lay->chunk_planes = lay->hw >= CHUNK ? 1 : CHUNK / lay->hw;
+    int64_t n = lay->chunk_planes * lay->hw;
+    lay->edge = (uint8_t *)malloc((size_t)n);
+    if (!lay->edge) return 1;
+    for (int64_t r = 0; r < h; r++)
+        for (int64_t c = 0; c < w; c++) {
+            int64_t m = r < c ? r : c;
+            lay->edge[r * w + c] = (uint8_t)(m < 5 ? m : 5);
+        }
+    for (int64_t q = 1; q < lay->chunk_planes; q++) memcpy(lay->edge + q * lay->hw, lay->edge, (size_t)lay->hw);
+    if (k <= 1) return 0;
+    int64_t th = (h + k - 1) / k, tw = (w + k - 1) / k;
+    lay->tiles = th * tw;
+    int64_t cp = lay->chunk_planes, tiles = lay->tiles, hw = lay->hw;
+    lay->tile_of = (int32_t *)malloc((size_t)n * sizeof(int32_t));
+    lay->other = (uint8_t *)malloc((size_t)n);
+    lay->basis = (int32_t *)calloc((size_t)(cp * tiles), sizeof(int32_t));
+    lay->pattern_cells = (int32_t *)malloc((size_t)n * sizeof(int32_t));
+    lay->pattern_tile = (int32_t *)malloc((size_t)n * sizeof(int32_t));
+    if (!lay->tile_of || !lay->other || !lay->basis || !lay->pattern_cells || !lay->pattern_tile) return 1;
+    for (int64_t r = 0; r < h; r++)
+        for (int64_t c = 0; c < w; c++) {
+            int64_t cell = r * w + c, tile = (r / k) * tw + c / k;
+            lay->tile_of[cell] = (int32_t)tile;
+            lay->other[cell] = !pattern[(r % k) * k + c % k];
+            if (pattern[(r % k) * k + c % k]) {
+                lay->basis[tile]++;
+                lay->pattern_cells[lay->npattern] = (int32_t)cell;
+                lay->pattern_tile[lay->npattern++] = (int32_t)tile;
+            }
+        }
+    for (int64_t q = 1; q < cp; q++) { /* the same layout for every plane of a chunk */
+        memcpy(lay->other + q * hw, lay->other, (size_t)hw);
+        memcpy(lay->basis + q * tiles, lay->basis, (size_t)tiles * sizeof(int32_t));
+        for (int64_t e = 0; e < hw; e++) lay->tile_of[q * hw + e] = lay->tile_of[e] + (int32_t)(q * tiles);
+        for (int32_t m = 0; m < lay->npattern; m++) {
+            lay->pattern_cells[q * lay->npattern + m] = lay->pattern_cells[m] + (int32_t)(q * hw);
+            lay->pattern_tile[q * lay->npattern + m] = lay->pattern_tile[m] + (int32_t)(q * tiles);
+        }
+    }
+    return 0;
+}
+
+static void free_layout(layout_t *lay) {
+    free(lay->edge); free(lay->tile_of); free(lay->other); free(lay->basis); free(lay->pattern_cells); free(lay->pattern_tile);
+}
+
+/* Returns 0 on success. k = 0: no prediction (a layer out of scope). */
 int cnp_measure(float *data, int64_t planes, int64_t h, int64_t w, int64_t k, const uint8_t *pattern,
                 int apply, int threads, int64_t *out) {
+    if (planes <= 0 || h <= 0 || w <= 0) return 0;
+    layout_t lay;
+    if (build_layout(&lay, h, w, k, pattern, apply)) { free_layout(&lay); return 1; }
+    int64_t chunks = (planes + lay.chunk_planes - 1) / lay.chunk_planes;
     if (threads < 1) threads = 1;
-    if (threads > planes) threads = planes > 0 ? (int)planes : 1;
+    if (threads > chunks) threads = (int)chunks;
     job_t *jobs = (job_t *)calloc((size_t)threads, sizeof(job_t));
     pthread_t *ids = (pthread_t *)calloc((size_t)threads, sizeof(pthread_t));
-    if (!jobs || !ids) { free(jobs); free(ids); return 1; }
-    int failed = 0;
-    for (int t = 0; t < threads; t++) {
-        jobs[t] = (job_t){data, planes * t / threads, planes * (t + 1) / threads, h, w, k, pattern, apply, {0}};
-    }
     uint8_t *started = (uint8_t *)calloc((size_t)threads, 1);
-    if (!started) { free(jobs); free(ids); return 1; }
+    int failed = 0;
+    if (!jobs || !ids || !started) { failed = 1; goto done; }
+    for (int t = 0; t < threads; t++) { /* whole chunks per thread */
+        int64_t first = chunks * t / threads * lay.chunk_planes, last = chunks * (t + 1) / threads * lay.chunk_planes;
+        jobs[t] = (job_t){&lay, data, first, last < planes ? last : planes, {0}};
+    }
     for (int t = 1; t < threads; t++) {
         started[t] = pthread_create(&ids[t], NULL, run_job, &jobs[t]) == 0;
         if (!started[t] && run_job(&jobs[t]) != NULL) failed = 1; /* no thread: run it here */
@@ -135,10 +198,12 @@ int cnp_measure(float *data, int64_t planes, int64_t h, int64_t w, int64_t k, co
         pthread_join(ids[t], &result);
         if (result != NULL) failed = 1;
     }
-    free(started);
-    for (int t = 0; t < threads; t++)
+    for (int t = 0; t < threads && !failed; t++) {
         for (int i = 0; i < NOUT; i++) out[i] += jobs[t].out[i];
-    free(jobs);
-    free(ids);
+        if (k == 1 && pattern[0]) out[1] += jobs[t].out[0]; /* 1x1 tiles: every zero is a zero diagonal */
+    }
+done:
+    free(jobs); free(ids); free(started);
+    free_layout(&lay);
     return failed;
 }
