@@ -75,7 +75,7 @@ def measure(activation: Tensor, predictor: Predictor | None) -> tuple[Tensor, Te
         window, pattern = predictor.window, predictor.pattern.to(torch.uint8).contiguous()
     out = torch.zeros(9, dtype=torch.int64)  # zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5
     failed = library.cnp_measure(
-        activation.data_ptr(), n * c, h, w, window, pattern.data_ptr(), 1, torch.get_num_threads(), out.data_ptr()
+        activation.data_ptr(), n * c, h, w, window, pattern.data_ptr(), 1, kernels.threads(), out.data_ptr()
     )
     if failed:
         raise MemoryError("the counting kernel could not allocate its row buffers")

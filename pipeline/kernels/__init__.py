@@ -28,6 +28,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CNP_KERNEL_CACHE", Path.home() / ".cache" / "cnp-pipeline"))
 
 
+def threads() -> int:
+    """Threads of one kernel call: $CNP_KERNEL_THREADS, else torch's intra-op thread count."""
+    import torch
+
+    return int(os.environ.get("CNP_KERNEL_THREADS") or torch.get_num_threads())
+
+
 def _cpu() -> str:
     """The processor's identity: -march=native builds are only reused on the same kind of CPU."""
     text = platform.machine()
