@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("measure.c")
-FLAGS = ["-O3", "-march=native", "-std=c99", "-fPIC", "-shared", "-pthread", "-fno-strict-aliasing"]
+FLAGS = ["-O3", "-march=native", "-std=c99", "-fPIC", "-shared", "-fopenmp", "-fno-strict-aliasing"]
 
 
 def cache_dir() -> Path:

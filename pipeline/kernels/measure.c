@@ -14,10 +14,9 @@
  *      cells are predicted (pred_hit when 0, pred_miss otherwise) and, when `apply` is set, the
  *      whole tile is zeroed in place (its pattern cells are zero already).
  * out[0..8] += zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5.
- * Chunks are split over `threads` POSIX threads. The pure-torch path in pipeline/counts.py is
+ * Chunks are split over `threads` OpenMP threads. The pure-torch path in pipeline/counts.py is
  * the reference this kernel is tested against.
  */
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,32 +177,23 @@ int cnp_measure(float *data, int64_t planes, int64_t h, int64_t w, int64_t k, co
     int64_t chunks = (planes + lay.chunk_planes - 1) / lay.chunk_planes;
     if (threads < 1) threads = 1;
     if (threads > chunks) threads = (int)chunks;
-    job_t *jobs = (job_t *)calloc((size_t)threads, sizeof(job_t));
-    pthread_t *ids = (pthread_t *)calloc((size_t)threads, sizeof(pthread_t));
-    uint8_t *started = (uint8_t *)calloc((size_t)threads, 1);
     int failed = 0;
-    if (!jobs || !ids || !started) { failed = 1; goto done; }
-    for (int t = 0; t < threads; t++) { /* whole chunks per thread */
-        int64_t first = chunks * t / threads * lay.chunk_planes, last = chunks * (t + 1) / threads * lay.chunk_planes;
-        jobs[t] = (job_t){&lay, data, first, last < planes ? last : planes, {0}};
+    int64_t total[NOUT] = {0};
+    /* OpenMP: loaded after torch, this library shares torch's libgomp (same soname) and so its
+       thread pool: no second set of threads competing with torch's for the cores. */
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : failed)
+    for (int t = 0; t < threads; t++) {
+        job_t job = {&lay, data, chunks * t / threads * lay.chunk_planes, chunks * (t + 1) / threads * lay.chunk_planes, {0}};
+        if (job.last > planes) job.last = planes;
+        if (run_job(&job) != NULL) failed += 1;
+#pragma omp critical
+        {
+            for (int i = 0; i < NOUT; i++) total[i] += job.out[i];
+            if (k == 1 && pattern[0]) total[1] += job.out[0]; /* 1x1 tiles: every zero is a zero diagonal */
+        }
     }
-    for (int t = 1; t < threads; t++) {
-        started[t] = pthread_create(&ids[t], NULL, run_job, &jobs[t]) == 0;
-        if (!started[t] && run_job(&jobs[t]) != NULL) failed = 1; /* no thread: run it here */
-    }
-    if (run_job(&jobs[0]) != NULL) failed = 1;
-    for (int t = 1; t < threads; t++) {
-        void *result = NULL;
-        if (!started[t]) continue;
-        pthread_join(ids[t], &result);
-        if (result != NULL) failed = 1;
-    }
-    for (int t = 0; t < threads && !failed; t++) {
-        for (int i = 0; i < NOUT; i++) out[i] += jobs[t].out[i];
-        if (k == 1 && pattern[0]) out[1] += jobs[t].out[0]; /* 1x1 tiles: every zero is a zero diagonal */
-    }
-done:
-    free(jobs); free(ids); free(started);
+    if (!failed)
+        for (int i = 0; i < NOUT; i++) out[i] += total[i];
     free_layout(&lay);
-    return failed;
+    return failed != 0;
 }
