@@ -101,13 +101,12 @@ static void measure_chunk(const layout_t *lay, float *x, int64_t nplanes, uint8_
     out[3] += predicted - hit;
 }
 
-static void *run_job(void *arg) {
-    job_t *job = (job_t *)arg;
+static int run_job(job_t *job) { /* 0 on success */
     const layout_t *lay = job->layout;
     int64_t n = lay->chunk_planes * lay->hw;
     int32_t *fire = (int32_t *)malloc((size_t)(lay->chunk_planes * lay->tiles + 16) * sizeof(int32_t));
     uint8_t *buffer = (uint8_t *)malloc((size_t)(3 * n + 64));
-    if (!buffer || !fire) { free(buffer); free(fire); return (void *)1; }
+    if (!buffer || !fire) { free(buffer); free(fire); return 1; }
     uint8_t *z = buffer, *a = z + n, *b = a + n;
     for (int64_t p = job->first; p < job->last; p += lay->chunk_planes) {
         int64_t nplanes = job->last - p < lay->chunk_planes ? job->last - p : lay->chunk_planes;
@@ -115,7 +114,7 @@ static void *run_job(void *arg) {
     }
     free(buffer);
     free(fire);
-    return NULL;
+    return 0;
 }
 
 static int build_layout(layout_t *lay, int64_t h, int64_t w, int64_t k, const uint8_t *pattern, int apply) {
@@ -185,7 +184,7 @@ int cnp_measure(float *data, int64_t planes, int64_t h, int64_t w, int64_t k, co
     for (int t = 0; t < threads; t++) {
         job_t job = {&lay, data, chunks * t / threads * lay.chunk_planes, chunks * (t + 1) / threads * lay.chunk_planes, {0}};
         if (job.last > planes) job.last = planes;
-        if (run_job(&job) != NULL) failed += 1;
+        if (run_job(&job) != 0) failed += 1;
 #pragma omp critical
         {
             for (int i = 0; i < NOUT; i++) total[i] += job.out[i];
