@@ -105,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
-    header = f"{'model':<16}{'batch':>6}{'plain s':>10}{'instr. s':>10}{'ratio':>8}{'plain MB':>10}{'instr. MB':>11}{'mem ratio':>10}"
+    header = (
+        f"{'model':<16}{'batch':>6}{'plain s':>10}{'instr. s':>10}{'ratio':>8}"
+        f"{'plain MB':>10}{'instr. MB':>11}{'mem ratio':>10}"
+    )
     print(header)
     worst = 0.0
     for name in args.models:

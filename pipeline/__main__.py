@@ -8,8 +8,8 @@ import sys
 
 import hydra
 from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import register
 from pipeline.job import HydraJob, PipelineError, _write_result, run

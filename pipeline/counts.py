@@ -176,9 +176,7 @@ def rate_metrics(counts: list[LayerCounts], conv_macs: int) -> dict[str, float]:
     acts = sum(c.acts for c in counts)
     metrics = {"sparsity": ratio(sum(c.zeros for c in counts), acts)}
     for s in WINDOW_SIZES:
-        metrics[f"zero_window/{s}"] = ratio(
-            sum(c.zero_windows[s] for c in counts), sum(c.windows[s] for c in counts)
-        )
+        metrics[f"zero_window/{s}"] = ratio(sum(c.zero_windows[s] for c in counts), sum(c.windows[s] for c in counts))
     for key in ("pred_hit", "pred_miss", "zero_diag", "others"):
         metrics[f"frac/{key}"] = ratio(sum(getattr(c, key) for c in counts), acts)
     metrics["mac_saving"] = ratio(sum(c.macs_saved for c in counts), conv_macs)

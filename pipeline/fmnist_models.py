@@ -58,7 +58,17 @@ def _init_weights(model: nn.Module) -> None:
 # --------------------------------------------------------------------------- AlexNet
 
 
-class AlexNetFMNIST(nn.Module):
+class _FeaturesClassifier(nn.Module):
+    """torchvision's AlexNet/VGG layout: ``features``, ``avgpool``, then ``classifier``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.classifier(x)
+
+
+class AlexNetFMNIST(_FeaturesClassifier):
     """AlexNet layout (5 conv+ReLU, max-pools after conv1, conv2, conv5) scaled to 28x28.
 
     features index: 0 conv(1->32, 5x5, p2) 28x28 | 2 pool -> 14 | 3 conv(32->64, 5x5, p2) 14x14 |
@@ -93,12 +103,6 @@ class AlexNetFMNIST(nn.Module):
             nn.Linear(256, num_classes),
         )
         _init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        x = self.avgpool(x)
-        x = torch.flatten(x, 1)
-        return self.classifier(x)
 
 
 def alexnet_fmnist(num_classes: int = 10) -> AlexNetFMNIST:
@@ -137,7 +141,7 @@ def _vgg_layers(cfg: list[int | str], in_channels: int = 1) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class VGGFMNIST(nn.Module):
+class VGGFMNIST(_FeaturesClassifier):
     """VGG-16 (no BatchNorm, conv -> ReLU) for 28x28; conv indices equal torchvision vgg16's."""
 
     def __init__(self, num_classes: int = 10, dropout: float = 0.5) -> None:
@@ -155,12 +159,6 @@ class VGGFMNIST(nn.Module):
             nn.Linear(256, num_classes),
         )
         _init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        x = self.avgpool(x)
-        x = torch.flatten(x, 1)
-        return self.classifier(x)
 
 
 def vgg16_fmnist(num_classes: int = 10) -> VGGFMNIST:

@@ -64,7 +64,7 @@ class InstrumentedModel(nn.Module):
             relu = nodes[spec.node]
             with graph_module.graph.inserting_after(relu):
                 probed = graph_module.graph.call_module(target, (relu,))
-            relu.replace_all_uses_with(probed, delete_user_cb=lambda user: user is not probed)
+            relu.replace_all_uses_with(probed, delete_user_cb=lambda user, probed=probed: user is not probed)
             self.probes.append(probe)
         graph_module.recompile()
         self.graph_module = graph_module

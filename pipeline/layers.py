@@ -147,8 +147,8 @@ def model_conv_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 def resolve_scope(layers: list[PredictableLayer], layer: str | int) -> set[int]:
     """Indices of the layers in scope: ``all``, a layer name, or an index (contract section 3)."""
     if isinstance(layer, str) and layer == "all":
-        return {l.index for l in layers}
-    valid = ", ".join(f"{l.index}={l.name}" for l in layers)
+        return {spec.index for spec in layers}
+    valid = ", ".join(f"{spec.index}={spec.name}" for spec in layers)
     if isinstance(layer, int) or (isinstance(layer, str) and layer.lstrip("-").isdigit()):
         index = int(layer)
         if not 0 <= index < len(layers):
@@ -157,7 +157,7 @@ def resolve_scope(layers: list[PredictableLayer], layer: str | int) -> set[int]:
                 f"layers, indices 0..{len(layers) - 1} ({valid}); or use layer=all"
             )
         return {index}
-    matches = {l.index for l in layers if l.name == layer}
+    matches = {spec.index for spec in layers if spec.name == layer}
     if not matches:
         raise ValueError(f"unknown layer {layer!r}: valid layers are all, or one of {valid}")
     return matches

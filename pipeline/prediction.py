@@ -63,9 +63,9 @@ PATTERNS: dict[str, Callable[[int], Tensor]] = {"diagonal": diagonal, "anti_diag
 class TilePredictor(Predictor):
     """Non-overlapping k x k tiles; a tile fires when all its in-bounds pattern cells are zero.
 
-    Edge tiles are cut by the map border: padded cells are never counted, and an out-of-bounds
-    pattern cell never blocks a tile from firing; a tile with no in-bounds pattern cell never fires. In a firing tile every in-bounds non-pattern
-    cell is predicted zero.
+    Edge tiles are cut by the map border: padded cells are never counted, an out-of-bounds pattern
+    cell never blocks a tile from firing, and a tile with no in-bounds pattern cell never fires.
+    In a firing tile every in-bounds non-pattern cell is predicted zero.
     """
 
     def __init__(self, window: int, pattern: str = "diagonal") -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
@@ -128,7 +128,6 @@ class Tracker:
             self.client.set_terminated(run_id, "FAILED")
             raise RuntimeError("internal error: job run ended without its results")
         self.client.set_terminated(run_id, "FINISHED")
-
 
     def log_training_run(
         self,

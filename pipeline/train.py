@@ -116,8 +116,13 @@ def train(
     )
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=0.2,
-        div_factor=20.0, final_div_factor=200.0,
+        opt,
+        max_lr=lr,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        pct_start=0.2,
+        div_factor=20.0,
+        final_div_factor=200.0,
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     history: list[EpochStats] = []
@@ -144,9 +149,7 @@ def train(
             correct += int((logits.argmax(1) == yb).sum())
             seen += len(idx)
         test_top1 = evaluate(model, x_test, y_test)
-        stats = EpochStats(
-            epoch, loss_sum / seen, correct / seen, test_top1, time.perf_counter() - t0, time.time()
-        )
+        stats = EpochStats(epoch, loss_sum / seen, correct / seen, test_top1, time.perf_counter() - t0, time.time())
         history.append(stats)
         print(
             f"epoch {epoch:3d}/{epochs}  loss {stats.train_loss:.4f}  train {stats.train_top1:.4f}  "
@@ -176,8 +179,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="default: pipeline/checkpoints/<model>.pt")
     p.add_argument("--tracking-uri", default="sqlite:///outputs/mlflow.db")
     p.add_argument("--experiment", default="fmnist-training")
-    p.add_argument("--artifacts", default="outputs/mlartifacts",
-                   help="artifact root when the experiment is created (as tracking.artifacts)")
+    p.add_argument(
+        "--artifacts",
+        default="outputs/mlartifacts",
+        help="artifact root when the experiment is created (as tracking.artifacts)",
+    )
     p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     args = p.parse_args(argv)
@@ -225,9 +231,17 @@ def main(argv: list[str] | None = None) -> float:
     }
     t0 = time.perf_counter()
     history = train(
-        model, x_train, y_train, x_test, y_test,
-        epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
-        batch_size=args.batch_size, seed=args.seed, label_smoothing=args.label_smoothing,
+        model,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        epochs=args.epochs,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        label_smoothing=args.label_smoothing,
         grad_clip=args.grad_clip or None,
     )
     train_seconds = time.perf_counter() - t0
@@ -236,8 +250,11 @@ def main(argv: list[str] | None = None) -> float:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.out)
     size = args.out.stat().st_size
-    print(f"final test top-1 {top1:.4f} on {len(x_test)} images; saved {args.out} ({size / 1e6:.2f} MB); "
-          f"trained in {train_seconds:.0f}s", flush=True)
+    print(
+        f"final test top-1 {top1:.4f} on {len(x_test)} images; saved {args.out} ({size / 1e6:.2f} MB); "
+        f"trained in {train_seconds:.0f}s",
+        flush=True,
+    )
     if not args.no_mlflow:
         # logged in one go after training: a tracking failure cannot cost the trained checkpoint
         tracker = Tracker(TrackingConfig(args.tracking_uri, args.experiment, args.artifacts))

@@ -36,9 +36,7 @@ def in_pattern(i: int, j: int, k: int, pattern: str) -> bool:
     raise ValueError(f"unknown pattern {pattern!r}")
 
 
-def brute_force(
-    activation: Tensor, window: int | None, pattern: str = "diagonal"
-) -> tuple[dict[str, int], Tensor]:
+def brute_force(activation: Tensor, window: int | None, pattern: str = "diagonal") -> tuple[dict[str, int], Tensor]:
     """Section-4 counts of one ReLU output ``activation`` (N, C, H, W) and its predicted tensor.
 
     ``window`` is k of section 3, or None for a layer outside the scope (no prediction at all).

@@ -30,7 +30,9 @@ def composed(*overrides: str, multirun: bool = False):
 
 
 def test_shipped_groups_are_the_documented_ones():
-    assert MODELS == sorted(["alexnet", "vgg16", "resnet18", "alexnet_fmnist", "vgg16_fmnist", "resnet18_fmnist", "custom"])
+    assert MODELS == sorted(
+        ["alexnet", "vgg16", "resnet18", "alexnet_fmnist", "vgg16_fmnist", "resnet18_fmnist", "custom"]
+    )
     assert DATA == ["fashion_mnist", "imagenet", "synthetic"]
     assert {"paper_imagenet", "paper_fmnist", "layers_fmnist"} <= set(EXPERIMENTS)
     assert {"basic", "joblib", "slurm"} <= set(LAUNCHERS)
@@ -75,7 +77,12 @@ def test_spread_indices_by_hand():
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("window=0", "window must be"), ("data.limit=0", "data.limit"), ("device=gpu", "device"), ("predictor=spiral", "diagonal")],
+    [
+        ("window=0", "window must be"),
+        ("data.limit=0", "data.limit"),
+        ("device=gpu", "device"),
+        ("predictor=spiral", "diagonal"),
+    ],
 )
 def test_bad_values_fail_when_validated(override, message):
     with pytest.raises(ValueError, match=message):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from bruteforce import brute_force, random_activation
+
 from pipeline import counts as counts_module
 from pipeline import kernels
 from pipeline.counts import (
@@ -39,6 +39,7 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
 
 def _must_not_run(*_args: object) -> None:
     raise AssertionError("measure() fell back to the torch path for a contiguous float32 CPU tensor")
+
 
 # 5x5 map (same as in test_prediction): 6 nonzero cells, 19 zeros.
 MAP_5x5 = torch.tensor(

@@ -23,8 +23,7 @@ NAMES = ["alexnet_fmnist", "vgg16_fmnist", "resnet18_fmnist"]
 EXPECTED_CONVS = {
     "alexnet_fmnist": ["features.0", "features.3", "features.6", "features.8", "features.10"],
     "vgg16_fmnist": [f"features.{i}" for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)],
-    "resnet18_fmnist": ["conv1"]
-    + [f"layer{s}.{b}.conv{c}" for s in range(1, 5) for b in range(2) for c in (1, 2)],
+    "resnet18_fmnist": ["conv1"] + [f"layer{s}.{b}.conv{c}" for s in range(1, 5) for b in range(2) for c in (1, 2)],
 }
 
 
@@ -108,11 +107,7 @@ def test_resnet_relu_calls():
     """17 ReLU applications: the stem's plus two per BasicBlock (one module called twice)."""
     model = resnet18_fmnist().eval()
     calls = []
-    hooks = [
-        m.register_forward_hook(lambda *_: calls.append(1))
-        for m in model.modules()
-        if isinstance(m, nn.ReLU)
-    ]
+    hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in model.modules() if isinstance(m, nn.ReLU)]
     with torch.no_grad():
         model(torch.randn(1, *FMNIST_INPUT_SIZE))
     for h in hooks:

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from bruteforce import KEYS, brute_force
 from torch import nn
 from torch.nn.modules import module as module_globals
 
-from bruteforce import KEYS, brute_force
 from pipeline import counts as counts_module
 from pipeline import kernels
 from pipeline.counts import LayerCounts
@@ -224,7 +224,9 @@ def test_only_the_scoped_layer_predicts(
         if got.index > index:
             assert got.zeros > 0 and got.windows == base.windows
     if index < len(counts) - 1:  # the prediction changed what later layers receive
-        assert any(got.zeros != base.zeros for got, base in zip(counts[index + 1 :], baseline[index + 1 :]))
+        assert any(
+            got.zeros != base.zeros for got, base in zip(counts[index + 1 :], baseline[index + 1 :], strict=True)
+        )
 
 
 def test_unknown_layer_fails_listing_valid_ones(resnet18: nn.Module) -> None:

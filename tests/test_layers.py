@@ -35,19 +35,19 @@ def vgg16() -> nn.Module:
 
 def test_alexnet_layers_and_macs(alexnet: nn.Module) -> None:
     layers = discover_layers(alexnet)
-    assert [l.name for l in layers] == ALEXNET
-    assert [l.index for l in layers] == list(range(5))
-    assert all(l.convs == (l.name,) for l in layers)
+    assert [spec.name for spec in layers] == ALEXNET
+    assert [spec.index for spec in layers] == list(range(5))
+    assert all(spec.convs == (spec.name,) for spec in layers)
     # features.0: 3*11*11 = 363; features.3: 64*5*5 = 1600; features.6: 192*3*3 = 1728;
     # features.8: 384*3*3 = 3456; features.10: 256*3*3 = 2304
-    assert [l.macs_per_act for l in layers] == [363, 1600, 1728, 3456, 2304]
+    assert [spec.macs_per_act for spec in layers] == [363, 1600, 1728, 3456, 2304]
     assert model_conv_macs(alexnet, (3, 224, 224)) == 655_566_528
 
 
 def test_vgg16_layers_and_macs(vgg16: nn.Module) -> None:
     layers = discover_layers(vgg16)
     assert len(layers) == 13
-    assert [l.name for l in layers] == VGG16
+    assert [spec.name for spec in layers] == VGG16
     # features.0: 3*3*3 = 27; features.2: 64*3*3 = 576; features.28: 512*3*3 = 4608
     assert (layers[0].macs_per_act, layers[1].macs_per_act, layers[-1].macs_per_act) == (27, 576, 4608)
     assert model_conv_macs(vgg16, (3, 224, 224)) == 15_346_630_656
@@ -56,8 +56,8 @@ def test_vgg16_layers_and_macs(vgg16: nn.Module) -> None:
 def test_resnet18_layers_and_macs(resnet18: nn.Module) -> None:
     layers = discover_layers(resnet18)
     assert len(layers) == 17
-    assert [l.name for l in layers] == RESNET18
-    by_name = {l.name: l for l in layers}
+    assert [spec.name for spec in layers] == RESNET18
+    by_name = {spec.name: spec for spec in layers}
     for x, channels in ((2, 128), (3, 256), (4, 512)):  # the blocks with a downsample path
         layer = by_name[f"layer{x}.0.conv2"]
         assert layer.convs == (f"layer{x}.0.conv2", f"layer{x}.0.downsample.0")  # main branch first
@@ -67,9 +67,9 @@ def test_resnet18_layers_and_macs(resnet18: nn.Module) -> None:
     assert by_name["conv1"].macs_per_act == 3 * 7 * 7
     assert by_name["layer1.0.conv2"].convs == ("layer1.0.conv2",)  # identity shortcut: no conv
     assert by_name["layer2.0.conv1"].macs_per_act == 64 * 3 * 3
-    assert sum(1 for l in layers if len(l.convs) == 2) == 3
+    assert sum(1 for spec in layers if len(spec.convs) == 2) == 3
     # the shared BasicBlock.relu gives two distinct graph nodes per block
-    assert len({l.node for l in layers}) == 17
+    assert len({spec.node for spec in layers}) == 17
     assert model_conv_macs(resnet18, (3, 224, 224)) == 1_813_561_344
 
 
@@ -164,15 +164,18 @@ class ResidualBlock(nn.Module):
 
 def test_relu_module_called_twice_gives_two_layers() -> None:
     layers = discover_layers(RepeatedRelu())
-    assert [(l.index, l.name, l.convs) for l in layers] == [(0, "conv1", ("conv1",)), (1, "conv2", ("conv2",))]
-    assert [l.macs_per_act for l in layers] == [3 * 3 * 3, 4 * 1 * 1]
+    assert [(spec.index, spec.name, spec.convs) for spec in layers] == [
+        (0, "conv1", ("conv1",)),
+        (1, "conv2", ("conv2",)),
+    ]
+    assert [spec.macs_per_act for spec in layers] == [3 * 3 * 3, 4 * 1 * 1]
     assert layers[0].node != layers[1].node
 
 
 def test_every_relu_spelling_after_conv_is_found() -> None:
     layers = discover_layers(FunctionalRelus())
-    assert [l.name for l in layers] == [f"convs.{i}" for i in range(7)]
-    assert all(l.macs_per_act == 2 for l in layers)
+    assert [spec.name for spec in layers] == [f"convs.{i}" for i in range(7)]
+    assert all(spec.macs_per_act == 2 for spec in layers)
 
 
 def test_relus_not_fed_by_conv_are_not_layers() -> None:
@@ -184,7 +187,7 @@ def test_relus_not_fed_by_conv_are_not_layers() -> None:
 @pytest.mark.parametrize("add", ["iadd", "add", "torch.add"])
 def test_relu_through_batchnorm_and_residual_add_with_conv_shortcut(add: str) -> None:
     layers = discover_layers(ResidualBlock(add))
-    assert [(l.name, l.convs) for l in layers] == [
+    assert [(spec.name, spec.convs) for spec in layers] == [
         ("conv1", ("conv1",)),
         ("conv2", ("conv2", "shortcut.0")),  # main branch (first add operand) first
     ]
@@ -219,7 +222,7 @@ def test_model_conv_macs_counts_every_conv_call() -> None:
         nn.Linear(64, 10),
     )
     assert model_conv_macs(model, (3, 8, 8)) == 6912 + 1152 + 64
-    assert [l.name for l in discover_layers(model)] == ["0"]
+    assert [spec.name for spec in discover_layers(model)] == ["0"]
 
 
 # --- layer scope --------------------------------------------------------------------------------

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import csv
-import io
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -70,7 +68,7 @@ def test_each_run_has_every_contract_metric_param_and_artifact(sweep):
         artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
         assert {"layers.csv", "config.yaml", "overrides.yaml"} <= artifacts
         path = mlflow_client.download_artifacts(run.info.run_id, "layers.csv", str(tmp / run.info.run_id))
-        rows = list(csv.DictReader(io.open(path)))
+        rows = list(csv.DictReader(open(path)))
         assert list(rows[0]) == CSV_COLUMNS
         assert [r["name"] for r in rows] == ["features.0", "features.3", "features.6", "features.8", "features.10"]
         # the metrics are the csv's sums (contract section 5)
@@ -125,7 +123,9 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("overrides", "message"), BAD_INPUTS, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+@pytest.mark.parametrize(
+    ("overrides", "message"), BAD_INPUTS, ids=lambda v: " ".join(v) if isinstance(v, list) else None
+)
 def test_bad_input_is_one_clear_message_and_no_finished_run(tmp_path, overrides, message, monkeypatch):
     env = {}
     if "data.download=false" in overrides:  # hide Debian's copy: this checks the missing-data message
@@ -159,11 +159,20 @@ def test_a_failed_job_does_not_stop_the_others(tmp_path):
 
 def test_sigterm_marks_the_open_run_killed(tmp_path):
     # the store exists before the job starts, so polling it here never races on its schema
-    Tracker(TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db", experiment=EXPERIMENT, artifacts=str(tmp_path / "artifacts")))
+    Tracker(
+        TrackingConfig(
+            uri=f"sqlite:///{tmp_path}/mlflow.db", experiment=EXPERIMENT, artifacts=str(tmp_path / "artifacts")
+        )
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "pipeline", "model=vgg16_fmnist", "model.checkpoint=null", "data=synthetic", "data.image_size=[1,28,28]",
-               "data.size=200000", "data.batch_size=50", "data.num_classes=10", *store_args(tmp_path)]  # fmt: skip
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable, "-m", "pipeline", "model=vgg16_fmnist", "model.checkpoint=null", "data=synthetic",
+        "data.image_size=[1,28,28]", "data.size=200000", "data.batch_size=50", "data.num_classes=10",
+        *store_args(tmp_path),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not [r for r in runs(tmp_path) if r.info.status == "RUNNING"]:

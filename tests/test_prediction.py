@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from bruteforce import brute_force, random_activation
+
 from pipeline.prediction import PATTERNS, Predictor, TilePredictor, build_predictor
 
 
@@ -87,9 +87,7 @@ def test_5x5_window_3_edge_tiles_cut_by_hand() -> None:
     #   others (3,1)=0 h, (3,2)=0 h, (4,0)=5 m, (4,2)=6 m                          -> zd 2, h 2, m 2
     # tile (3,3) 2x2: diag (3,3)=1, no fire
     # zero_diag 7, pred_hit 9, pred_miss 5: 14 predicted cells, all in bounds (padding never counts)
-    expected_output = as_map(
-        [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]]
-    )
+    expected_output = as_map([[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]])
     predictor = TilePredictor(3)
     assert predictor.fire(as_map(MAP_5x5) == 0).tolist() == [[[[True, True], [True, False]]]]
     for path in (fast, generic):

@@ -65,12 +65,13 @@ def load() -> ctypes.CDLL | None:
         library.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=library.parent) as folder:
             built = Path(folder) / library.name
-            result = subprocess.run(
-                [compiler, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True, text=True
-            )
+            result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
             if result.returncode != 0:
-                warnings.warn(f"cannot compile {SOURCE.name} ({result.stderr.strip()[:500]}): "
-                              "counting with the slower pure-torch path", stacklevel=2)
+                warnings.warn(
+                    f"cannot compile {SOURCE.name} ({result.stderr.strip()[:500]}): "
+                    "counting with the slower pure-torch path",
+                    stacklevel=2,
+                )
                 return None
             os.replace(built, library)  # atomic: a concurrent job sees the old or the new file
     lib = ctypes.CDLL(str(library))
