@@ -106,8 +106,19 @@ def fig6_mac_savings(runs: pd.DataFrame) -> Figure:
     labels = list(dict.fromkeys(runs["label"]))
     windows = sorted(runs["window"].unique())
     fig, ax = plt.subplots(figsize=(min(max(4.5, 1.3 * len(labels) + 1.5), MAX_WIDTH), 3.2), layout="constrained")
+    _window_bars(runs, labels, windows, ax)
+    _bar_values(ax, "%.1f")
+    ax.set(xlabel="", ylabel="MAC saving (%)", ylim=(0, _top(runs["percent"])))
+    _wrap_ticks(ax)
+    _legend(fig, ax, title="window", columns=len(windows))
+    fig.suptitle(_title("Conv MAC operations saved by cross-neuron prediction", runs))
+    return fig
+
+
+def _window_bars(data: pd.DataFrame, labels: list[str], windows: list[int], ax) -> None:
+    """Bars of ``percent`` per model label, one per window size, in the shared window colors."""
     sns.barplot(
-        runs,
+        data,
         x="label",
         y="percent",
         hue="size",
@@ -117,12 +128,6 @@ def fig6_mac_savings(runs: pd.DataFrame) -> Figure:
         errorbar=None,
         ax=ax,
     )
-    _bar_values(ax, "%.1f")
-    ax.set(xlabel="", ylabel="MAC saving (%)", ylim=(0, _top(runs["percent"])))
-    _wrap_ticks(ax)
-    _legend(fig, ax, title="window", columns=len(windows))
-    fig.suptitle(_title("Conv MAC operations saved by cross-neuron prediction", runs))
-    return fig
 
 
 def fig7_accuracy(runs: pd.DataFrame) -> Figure:
@@ -140,17 +145,7 @@ def fig7_accuracy(runs: pd.DataFrame) -> Figure:
     shape, size = ((2, 1), (min(width, MAX_WIDTH), 5.6)) if stacked else ((1, 2), (2 * width, 3.3))
     fig, axes = plt.subplots(*shape, figsize=(max(size[0], 5.0), size[1]), sharey=True, layout="constrained")
     for ax, (metric, name) in zip(axes, (("top1", "top-1"), ("top5", "top-5")), strict=True):
-        sns.barplot(
-            long[long["metric"] == metric],
-            x="label",
-            y="percent",
-            hue="size",
-            order=labels,
-            hue_order=[window_label(k) for k in windows],
-            palette=window_palette(windows),
-            errorbar=None,
-            ax=ax,
-        )
+        _window_bars(long[long["metric"] == metric], labels, windows, ax)
         first = ax is axes[0]
         ax.set(title=f"{name} accuracy", xlabel="", ylabel="accuracy (%)" if first or stacked else "", ylim=(0, 100))
         _wrap_ticks(ax)
