@@ -72,7 +72,7 @@ def measure(activation: Tensor, predictor: Predictor | None) -> tuple[Tensor, Te
     if predictor is None:
         window, pattern = 0, torch.ones(1, dtype=torch.uint8)
     else:
-        window, pattern = predictor.window, predictor.pattern.to(torch.uint8).contiguous()
+        window, pattern = predictor.window, predictor.pattern_bytes
     out = torch.zeros(9, dtype=torch.int64)  # zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5
     failed = library.cnp_measure(
         activation.data_ptr(), n * c, h, w, window, pattern.data_ptr(), 1, kernels.threads(), out.data_ptr()

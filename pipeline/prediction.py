@@ -76,6 +76,7 @@ class TilePredictor(Predictor):
         self.window = window
         self.pattern_name = pattern
         self.pattern = PATTERNS[pattern](window)  # (k, k) bool
+        self.pattern_bytes = self.pattern.to(torch.uint8).contiguous()  # for the C kernel
         self.rows, self.cols = self.pattern.nonzero(as_tuple=True)
         self.predicts_nothing = bool(self.pattern.all())  # k = 1: the baseline
 
@@ -98,7 +99,7 @@ class TilePredictor(Predictor):
         _, basis_in = _inbound_counts(h, w, k, self.pattern_name, zero.device)
         return picked.all(0) & (basis_in > 0)  # no in-bounds pattern cell: no evidence, no firing
 
-    def tile_masks(self, zero: Tensor) -> tuple[Tensor, Tensor]:
+    def masks(self, zero: Tensor) -> tuple[Tensor, Tensor]:
         """Per-cell (basis, predicted) masks from the firing tiles."""
         k = self.window
         n, c, h, w = zero.shape
@@ -109,9 +110,6 @@ class TilePredictor(Predictor):
         cells = cells[:, :, :h, :w]
         pattern = pattern[:h, :w]
         return cells & pattern, cells & ~pattern
-
-    def masks(self, zero: Tensor) -> tuple[Tensor, Tensor]:
-        return self.tile_masks(zero)
 
     def apply(self, activation: Tensor, zero: Tensor) -> tuple[Tensor, Tensor]:
         """Fast path: counts from per-tile sums, and whole firing tiles zeroed.

@@ -101,12 +101,6 @@ class Tracker:
         if self.client.get_run(run_id).info.status == "RUNNING":
             self.client.set_terminated(run_id, status)
 
-    def children_statuses(self, parent_id: str) -> list[str]:
-        runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.{PARENT_RUN_TAG} = '{parent_id}'", max_results=10000
-        )
-        return [r.info.status for r in runs]
-
     # one job --------------------------------------------------------------------------------
 
     @contextmanager
