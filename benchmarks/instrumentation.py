@@ -1,12 +1,13 @@
 """Instrumentation overhead: plain inference vs the instrumented forward, side by side.
 
 For each model, in one process on the same inputs: the plain model's forward and the instrumented
-forward (every statistic of contract section 4, window-3 prediction in every layer), alternated,
-``--repeats`` times each after a warm-up. Prints medians, the ratio, the peak memory of each, and
-as its last line the largest ratio.
+forward (every statistic of contract section 4, the paper's diagonal 3x3 rule in every layer),
+alternated, ``--repeats`` times each after a warm-up. Prints medians, the ratio, the peak memory of
+each, and the largest ratio. Then, on one model (``--kinds-model``), the same for every predictor
+kind, so the cost of each kind is known.
 
     python benchmarks/instrumentation.py                 # alexnet, vgg16, resnet18 (224x224, batch 16) + *_fmnist
-    python benchmarks/instrumentation.py --models alexnet --repeats 3
+    python benchmarks/instrumentation.py --models alexnet --repeats 3 --kinds-model alexnet_fmnist
     python benchmarks/instrumentation.py --device cuda
 """
 
@@ -25,7 +26,10 @@ import torch
 from pipeline.config import ModelConfig
 from pipeline.instrument import instrument
 from pipeline.models import CHECKPOINTS, build_model
-from pipeline.prediction import TilePredictor
+from pipeline.predictors import KINDS, PredictorFactory, uniform
+
+KIND_SETTINGS: dict[str, dict[str, object]] = {"tile": {"window": 3}, "tile_oracle": {"window": 3},
+                                               "random": {"window": 3}}  # fmt: skip
 
 IMAGENET = ("alexnet", "vgg16", "resnet18")
 FMNIST = ("alexnet_fmnist", "vgg16_fmnist", "resnet18_fmnist")
@@ -38,10 +42,15 @@ def _status_kb(field: str) -> int:
     raise KeyError(field)
 
 
-def memory_child(name: str, mode: str, batch: int) -> None:
+def predictors(kind: str) -> PredictorFactory:
+    """The benchmarked setting of ``kind`` in every layer."""
+    return uniform(kind, **KIND_SETTINGS.get(kind, {}))
+
+
+def memory_child(name: str, mode: str, batch: int, kind: str = "tile") -> None:
     """Print the peak resident memory growth (bytes) of one forward, in a fresh process."""
     model, x = _setup(name, batch, torch.device("cpu"))
-    with torch.inference_mode(), instrument(model, TilePredictor(3), "all") as net:
+    with torch.inference_mode(), instrument(model, predictors(kind), "all") as net:
         fn = net if mode == "instrumented" else model
         gc.collect()
         before = _status_kb("VmRSS")
@@ -51,11 +60,11 @@ def memory_child(name: str, mode: str, batch: int) -> None:
         print((_status_kb("VmHWM") - before) * 1024)
 
 
-def peak_growth(name: str, mode: str, batch: int) -> int:
+def peak_growth(name: str, mode: str, batch: int, kind: str = "tile") -> int:
     """Peak memory growth of one forward, measured in a fresh process (Linux only; 0 elsewhere)."""
     if not Path("/proc/self/clear_refs").exists():
         return 0
-    command = [sys.executable, __file__, "--memory-child", name, mode, str(batch)]
+    command = [sys.executable, __file__, "--memory-child", name, mode, str(batch), kind]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return int(result.stdout.strip().splitlines()[-1])
 
@@ -74,11 +83,11 @@ def _setup(name: str, batch: int, device: torch.device):
     return model, torch.randn((batch, *cfg.input_size), device=device)
 
 
-def bench(name: str, batch: int, repeats: int, device: torch.device) -> dict[str, float]:
+def bench(name: str, batch: int, repeats: int, device: torch.device, kind: str = "tile") -> dict[str, float]:
     model, x = _setup(name, batch, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     plain, instrumented = [], []
-    with torch.inference_mode(), instrument(model, TilePredictor(3), "all") as net:
+    with torch.inference_mode(), instrument(model, predictors(kind), "all") as net:
         model(x), net(x)  # warm-up (and the kernel's first compile)
         for _ in range(repeats):
             for fn, times in ((model, plain), (net, instrumented)):
@@ -89,8 +98,8 @@ def bench(name: str, batch: int, repeats: int, device: torch.device) -> dict[str
                 times.append(time.perf_counter() - start)
     plain_s, inst_s = statistics.median(plain), statistics.median(instrumented)
     memory = device.type == "cpu"
-    plain_mem = peak_growth(name, "plain", batch) if memory else 0
-    inst_mem = peak_growth(name, "instrumented", batch) if memory else 0
+    plain_mem = peak_growth(name, "plain", batch, kind) if memory else 0
+    inst_mem = peak_growth(name, "instrumented", batch, kind) if memory else 0
     return {"plain_s": plain_s, "instrumented_s": inst_s, "ratio": inst_s / plain_s,
             "plain_mb": plain_mem / 2**20, "instrumented_mb": inst_mem / 2**20}  # fmt: skip
 
@@ -102,31 +111,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fmnist-batch", type=int, default=256, help="batch of the Fashion-MNIST models")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--kinds-model", default="alexnet_fmnist", help="model of the per-kind rows ('' skips them)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     header = (
-        f"{'model':<16}{'batch':>6}{'plain s':>10}{'instr. s':>10}{'ratio':>8}"
+        f"{'model':<16}{'predictor':<13}{'batch':>6}{'plain s':>10}{'instr. s':>10}{'ratio':>8}"
         f"{'plain MB':>10}{'instr. MB':>11}{'mem ratio':>10}"
     )
     print(header)
     worst = 0.0
-    for name in args.models:
+    rows = [(name, "tile") for name in args.models]
+    rows += [(args.kinds_model, kind) for kind in KINDS if args.kinds_model and kind != "tile"]
+    for number, (name, kind) in enumerate(rows):
+        if number == len(args.models):
+            print(f"-- every predictor kind on {name} (tile above; {KIND_SETTINGS})")
         batch = args.fmnist_batch if name.endswith("_fmnist") else args.batch
-        r = bench(name, batch, args.repeats, device)
+        r = bench(name, batch, args.repeats, device, kind)
         mem_ratio = r["instrumented_mb"] / r["plain_mb"] if r["plain_mb"] > 0 else float("nan")
         print(
-            f"{name:<16}{batch:>6}{r['plain_s']:>10.4f}{r['instrumented_s']:>10.4f}{r['ratio']:>8.3f}"
+            f"{name:<16}{kind:<13}{batch:>6}{r['plain_s']:>10.4f}{r['instrumented_s']:>10.4f}{r['ratio']:>8.3f}"
             f"{r['plain_mb']:>10.0f}{r['instrumented_mb']:>11.0f}{mem_ratio:>10.2f}",
             flush=True,
         )
-        worst = max(worst, r["ratio"])
-    print(f"largest ratio: {worst:.3f}")
+        if kind == "tile":
+            worst = max(worst, r["ratio"])
+    print(f"largest ratio of the default predictor: {worst:.3f}")
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--memory-child":
-        memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    if len(sys.argv) == 6 and sys.argv[1] == "--memory-child":
+        memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
         sys.exit(0)
     sys.exit(main())

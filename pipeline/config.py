@@ -65,13 +65,13 @@ class TrackingConfig:
 
 @dataclass
 class PipelineConfig:
-    """One job: a model evaluated with window-k prediction in the layers in scope."""
+    """One job: a model evaluated with a predictor (conf/predictor/<kind>.yaml) in the layers in scope."""
 
     model: ModelConfig = MISSING
     data: DataConfig = MISSING
-    window: int = 1
+    predictor: Any = MISSING  # one kind's schema (pipeline.predictors): typed by conf/predictor/<kind>.yaml
+    window: int = 1  # tile size k of the kinds that cut tiles
     layer: str = "all"  # all, a layer name, or an index
-    predictor: str = "diagonal"  # tile pattern (pipeline.prediction.PATTERNS)
     seed: int = 0
     device: str = "auto"
     force: bool = False  # rerun even when an identical FINISHED run exists
@@ -83,22 +83,29 @@ class PipelineConfig:
             raise ValueError(f"window must be an integer >= 1 (1 = baseline, no prediction), got {self.window}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
-        from pipeline.prediction import PATTERNS
+        from pipeline.predictors import schema_of
 
-        if self.predictor not in PATTERNS:
-            raise ValueError(f"unknown predictor {self.predictor!r}; known: {', '.join(PATTERNS)}")
+        self.predictor = schema_of(self.predictor)  # the kind's schema: checks its values
 
 
 def register() -> None:
-    """Put the schemas in Hydra's ConfigStore (conf/config.yaml and its groups extend them)."""
+    """Put the schemas in Hydra's ConfigStore (conf/config.yaml and its groups extend them).
+
+    Each predictor kind's schema is ``predictor_schema/<kind>``, which ``conf/predictor/<kind>.yaml``
+    extends, so a key the kind does not have, or a bad pattern, fails when the config is composed.
+    """
+    from pipeline.predictors import KINDS
+
     store = ConfigStore.instance()
     store.store(name="pipeline_schema", node=PipelineConfig)  # types model: and data: too
+    for kind, cls in KINDS.items():
+        store.store(group="predictor_schema", name=kind, node=cls.Config)
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
-    """The job's resolved config as plain containers, without Hydra's own ``hydra`` node."""
+    """The job's resolved config as plain containers (enums as names), without Hydra's ``hydra`` node."""
     keys = [key for key in cfg if key != "hydra"]
-    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)  # type: ignore[return-value]
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
 def validate(cfg: DictConfig) -> PipelineConfig:

@@ -1,8 +1,13 @@
-"""Per-layer integer counts (measurement contract, section 4) and the model-level metrics of section 5.
+"""Per-layer counts (measurement contract, sections 4, 7, 8) and the model-level metrics of sections 5, 7, 8.
 
-:func:`measure` reduces one ReLU output to a vector of integer counts (no per-batch tensors are
-kept, so memory does not grow with the data set); :class:`LayerCounts` holds the sums of one
-layer over a whole evaluation and derives ``others`` and ``macs_saved``.
+:func:`measure` reduces one ReLU output to a vector of integer counts and a vector of float sums
+(no per-batch tensors are kept, so memory does not grow with the data set) and applies the layer's
+prediction; :class:`LayerCounts` holds the sums of one layer over a whole evaluation and derives
+``others`` and ``macs_saved``.
+
+The statistics that do not depend on the predictor (acts, zeros, all-zero windows, mass) are
+taken apart from it. The prediction is counted from the predictor's masks (any kind, any device:
+the reference), or, for the kinds the fused C kernel knows, inside the kernel in the same pass.
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ import torch
 from torch import Tensor
 
 from pipeline import kernels
-from pipeline.prediction import Predictor, TilePredictor
+from pipeline.keys import CSV_COLUMNS, WINDOW_SIZES, layer_metric
+from pipeline.predictors import NOT_APPLICABLE, KernelSpec, LayerInput, Predictor
 
-WINDOW_SIZES = (1, 2, 3, 4, 5)
 MEASURED_KEYS = (
     "acts",
     "zeros",
@@ -24,13 +29,24 @@ MEASURED_KEYS = (
     "pred_miss",
     *(f"zero_windows_{s}" for s in WINDOW_SIZES),
     *(f"windows_{s}" for s in WINDOW_SIZES),
+    "predictor_macs",
 )
-CSV_COLUMNS = (
-    "index", "name", "convs", "macs_per_act", "acts", "zeros", "zero_diag", "pred_hit", "pred_miss",
-    "others", "macs_saved",
-    *(f"zero_windows_{s}" for s in WINDOW_SIZES),
-    *(f"windows_{s}" for s in WINDOW_SIZES),
-)  # fmt: skip
+MASS_KEYS = ("mass", "miss_mass")
+_PREDICTION = slice(2, 5)  # zero_diag, pred_hit, pred_miss in MEASURED_KEYS
+
+__all__ = [
+    "CSV_COLUMNS", "MASS_KEYS", "MEASURED_KEYS", "WINDOW_SIZES", "LayerCounts", "Measurement", "measure",
+    "measure_torch", "rate_metrics", "ratio", "window_totals", "zero_window_counts",
+]  # fmt: skip
+
+
+@dataclass
+class Measurement:
+    """What :func:`measure` returns for one batch of one layer."""
+
+    output: Tensor  # what the rest of the network receives (the activation, modified in place where allowed)
+    counts: Tensor  # int64 (len(MEASURED_KEYS),)
+    masses: Tensor  # float64 (len(MASS_KEYS),)
 
 
 def zero_window_counts(zero: Tensor, sizes: tuple[int, ...] = WINDOW_SIZES) -> Tensor:
@@ -51,68 +67,106 @@ def zero_window_counts(zero: Tensor, sizes: tuple[int, ...] = WINDOW_SIZES) -> T
     return counts
 
 
-def window_totals(shape: torch.Size, sizes: tuple[int, ...] = WINDOW_SIZES) -> list[int]:
+def window_totals(shape: torch.Size | tuple[int, ...], sizes: tuple[int, ...] = WINDOW_SIZES) -> list[int]:
     """Number of stride-1 unpadded s x s windows: N*C*(H-s+1)*(W-s+1), 0 when H or W < s."""
     n, c, h, w = shape
     return [n * c * max(h - s + 1, 0) * max(w - s + 1, 0) for s in sizes]
 
 
-def measure(activation: Tensor, predictor: Predictor | None) -> tuple[Tensor, Tensor]:
-    """Counts of one ReLU output, then its prediction (when ``predictor`` is given).
+def measure(activation: Tensor, predictor: Predictor | None, first_image: int = 0) -> Measurement:
+    """Counts of one ReLU output, then its prediction (``predictor`` None: no prediction).
 
-    Returns (output, counts): ``output`` is what the rest of the network receives (``activation``
-    modified in place where possible); ``counts`` is int64 in :data:`MEASURED_KEYS` order, taken on
-    ``activation`` before the prediction is applied. Contiguous float32 CPU tensors go through the
-    fused C kernel; everything else (CUDA, other dtypes, other predictors) through :func:`measure_torch`.
+    Counts are taken on ``activation`` before the prediction is applied. Contiguous float32 CPU
+    tensors go through the fused C kernel (statistics, and the prediction of the kinds it knows);
+    everything else through the torch functions that :func:`measure_torch` uses. Under autograd the
+    prediction is applied out of place, so gradients flow through the cells that are kept.
     """
-    library = kernels.load() if _kernel_fits(activation, predictor) else None
+    library = kernels.load() if _kernel_fits(activation) else None
     if library is None:
-        return measure_torch(activation, predictor)
-    n, c, h, w = activation.shape
+        return measure_torch(activation, predictor, first_image)
+    spec = KernelSpec(0) if predictor is None else predictor.kernel_spec()
+    if spec is not None:
+        result = _kernel(library, activation, spec, apply=True)
+        if predictor is not None:
+            result.counts[-1] += predictor.macs(tuple(activation.shape))
+        return result
+    statistics = _kernel(library, activation, KernelSpec(0), apply=False)
+    return _predict(activation, predictor, first_image, statistics.counts, statistics.masses)
+
+
+def measure_torch(activation: Tensor, predictor: Predictor | None, first_image: int = 0) -> Measurement:
+    """The pure-torch reference of :func:`measure`: any device, any dtype, any predictor kind."""
+    with torch.no_grad():
+        zero = activation == 0  # (N, C, H, W) bool
+        device = activation.device
+        windows = zero_window_counts(zero)
+        counts = torch.cat(
+            [
+                torch.tensor([activation.numel()], dtype=torch.int64, device=device),
+                windows[:1],  # 1x1 all-zero windows are the zero cells
+                torch.zeros(3, dtype=torch.int64, device=device),  # filled by the prediction
+                windows,
+                torch.tensor([*window_totals(activation.shape), 0], dtype=torch.int64, device=device),
+            ]
+        )
+        masses = torch.zeros(len(MASS_KEYS), dtype=torch.float64, device=device)
+        masses[0] = activation.sum(dtype=torch.float64)
+    return _predict(activation, predictor, first_image, counts, masses, zero)
+
+
+def _predict(
+    activation: Tensor,
+    predictor: Predictor | None,
+    first_image: int,
+    counts: Tensor,
+    masses: Tensor,
+    zero: Tensor | None = None,
+) -> Measurement:
+    """Counts of the predictor's masks added to ``counts``/``masses``; the prediction applied."""
     if predictor is None:
-        window, pattern = 0, torch.ones(1, dtype=torch.uint8)
-    else:
-        window, pattern = predictor.window, predictor.pattern_bytes
-    out = torch.zeros(9, dtype=torch.int64)  # zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5
-    failed = library.cnp_measure(
-        activation.data_ptr(), n * c, h, w, window, pattern.data_ptr(), 1, kernels.threads(), out.data_ptr()
-    )
-    if failed:
-        raise MemoryError("the counting kernel could not allocate its row buffers")
-    head = torch.tensor([activation.numel()], dtype=torch.int64)
-    totals = torch.tensor(window_totals(activation.shape), dtype=torch.int64)
-    return activation, torch.cat([head, out[:4], out[4:], totals])
+        return Measurement(activation, counts, masses)
+    with torch.no_grad():
+        zero = activation == 0 if zero is None else zero
+        basis, predicted = predictor.masks(LayerInput(activation, zero, first_image))
+        hits = (predicted & zero).sum()
+        counts[_PREDICTION] += torch.stack([basis.sum(), hits, predicted.sum() - hits]).to(counts.device)
+        counts[-1] += predictor.macs(tuple(activation.shape))
+        masses[1] += torch.where(predicted, activation, 0).sum(dtype=torch.float64).to(masses.device)
+    if activation.requires_grad and torch.is_grad_enabled():
+        return Measurement(activation.masked_fill(predicted, 0), counts, masses)
+    return Measurement(activation.masked_fill_(predicted, 0), counts, masses)
 
 
-def _kernel_fits(activation: Tensor, predictor: Predictor | None) -> bool:
+def _kernel_fits(activation: Tensor) -> bool:
     return (
         activation.device.type == "cpu"
         and activation.dtype == torch.float32
         and activation.dim() == 4
         and activation.is_contiguous()
         and not activation.requires_grad
-        and (predictor is None or (isinstance(predictor, TilePredictor) and predictor.window <= 64))
     )
 
 
-def measure_torch(activation: Tensor, predictor: Predictor | None) -> tuple[Tensor, Tensor]:
-    """The pure-torch reference of :func:`measure`: any device, any dtype, any predictor."""
-    zero = activation == 0  # (N, C, H, W) bool
-    device = activation.device
-    head = torch.tensor([activation.numel()], dtype=torch.int64, device=device)
-    windows = zero_window_counts(zero)
-    totals = torch.tensor(window_totals(activation.shape), dtype=torch.int64, device=device)
-    if predictor is None:
-        predicted = torch.zeros(3, dtype=torch.int64, device=device)
-    else:
-        activation, predicted = predictor.apply(activation, zero)
-    zeros = windows[:1]  # 1x1 all-zero windows are the zero cells
-    return activation, torch.cat([head, zeros, predicted, windows, totals])
+def _kernel(library, activation: Tensor, spec: KernelSpec, apply: bool) -> Measurement:
+    """The fused kernel on a contiguous float32 CPU tensor (prediction applied in place when ``apply``)."""
+    n, c, h, w = activation.shape
+    pattern = spec.pattern if spec.pattern is not None else torch.ones(1, dtype=torch.uint8)
+    out = torch.zeros(9, dtype=torch.int64)  # zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5
+    masses = torch.zeros(len(MASS_KEYS), dtype=torch.float64)
+    failed = library.cnp_measure(
+        activation.data_ptr(), n * c, h, w, spec.window, pattern.data_ptr(), spec.mode, spec.threshold,
+        int(apply), kernels.threads(), out.data_ptr(), masses.data_ptr(),
+    )  # fmt: skip
+    if failed:
+        raise MemoryError("the counting kernel could not allocate its buffers")
+    head = torch.tensor([activation.numel()], dtype=torch.int64)
+    tail = torch.tensor([*window_totals(activation.shape), 0], dtype=torch.int64)
+    return Measurement(activation, torch.cat([head, out[:4], out[4:], tail]), masses)
 
 
 @dataclass
 class LayerCounts:
-    """The section-4 counts of one predictable layer, summed over images and channels."""
+    """The counts of one predictable layer, summed over images and channels, and its setting."""
 
     index: int
     name: str
@@ -125,6 +179,13 @@ class LayerCounts:
     pred_miss: int = 0
     zero_windows: dict[int, int] = field(default_factory=lambda: {s: 0 for s in WINDOW_SIZES})
     windows: dict[int, int] = field(default_factory=lambda: {s: 0 for s in WINDOW_SIZES})
+    predictor_macs: int = 0
+    mass: float = 0.0
+    miss_mass: float = 0.0
+    setting: dict[str, object] = field(
+        default_factory=lambda: {"predictor": "none", "window": NOT_APPLICABLE, "pattern": NOT_APPLICABLE,
+                                 "threshold": NOT_APPLICABLE}
+    )  # fmt: skip
 
     @property
     def others(self) -> int:
@@ -134,18 +195,21 @@ class LayerCounts:
     def macs_saved(self) -> int:
         return (self.pred_hit + self.pred_miss) * self.macs_per_act
 
-    def add(self, values: list[int]) -> None:
-        """Add a vector of counts in :data:`MEASURED_KEYS` order."""
+    def add(self, values: list[int], masses: list[float] | None = None) -> None:
+        """Add a vector of counts in :data:`MEASURED_KEYS` order (and of sums in :data:`MASS_KEYS` order)."""
         record = dict(zip(MEASURED_KEYS, values, strict=True))
-        for key in ("acts", "zeros", "zero_diag", "pred_hit", "pred_miss"):
+        for key in ("acts", "zeros", "zero_diag", "pred_hit", "pred_miss", "predictor_macs"):
             setattr(self, key, getattr(self, key) + int(record[key]))
         for s in WINDOW_SIZES:
             self.zero_windows[s] += int(record[f"zero_windows_{s}"])
             self.windows[s] += int(record[f"windows_{s}"])
+        if masses is not None:
+            self.mass += float(masses[0])
+            self.miss_mass += float(masses[1])
 
-    def row(self) -> dict[str, int | str]:
-        """One row of ``layers.csv`` (contract section 5), in :data:`CSV_COLUMNS` order."""
-        row: dict[str, int | str] = {
+    def row(self) -> dict[str, object]:
+        """One row of ``layers.csv`` (contract sections 5, 7-9), in :data:`CSV_COLUMNS` order."""
+        row: dict[str, object] = {
             "index": self.index,
             "name": self.name,
             "convs": ";".join(self.convs),
@@ -160,18 +224,21 @@ class LayerCounts:
         }
         row.update({f"zero_windows_{s}": self.zero_windows[s] for s in WINDOW_SIZES})
         row.update({f"windows_{s}": self.windows[s] for s in WINDOW_SIZES})
-        return row
+        row.update(self.setting)
+        row.update({"mass": self.mass, "miss_mass": self.miss_mass, "predictor_macs": self.predictor_macs})
+        return {key: row[key] for key in CSV_COLUMNS}
 
 
-def ratio(numerator: int, denominator: int) -> float:
+def ratio(numerator: float, denominator: float) -> float:
     """numerator / denominator, 0.0 for an empty denominator (e.g. no 5x5 windows in a 4x4 map)."""
     return numerator / denominator if denominator else 0.0
 
 
 def rate_metrics(counts: list[LayerCounts], conv_macs: int) -> dict[str, float]:
-    """sparsity, zero_window/s, frac/*, mac_saving over ``counts`` (contract section 5).
+    """sparsity, zero_window/s, frac/*, mac_saving, predictor_mac_cost, net_mac_saving over ``counts``.
 
-    ``conv_macs`` is the model conv MACs of all evaluated images (per image x images).
+    ``conv_macs`` is the model conv MACs of all evaluated images (per image x images): the
+    denominator of the savings and costs, also when ``counts`` is one layer.
     """
     acts = sum(c.acts for c in counts)
     metrics = {"sparsity": ratio(sum(c.zeros for c in counts), acts)}
@@ -179,5 +246,17 @@ def rate_metrics(counts: list[LayerCounts], conv_macs: int) -> dict[str, float]:
         metrics[f"zero_window/{s}"] = ratio(sum(c.zero_windows[s] for c in counts), sum(c.windows[s] for c in counts))
     for key in ("pred_hit", "pred_miss", "zero_diag", "others"):
         metrics[f"frac/{key}"] = ratio(sum(getattr(c, key) for c in counts), acts)
+    metrics["frac/miss_mass"] = ratio(sum(c.miss_mass for c in counts), sum(c.mass for c in counts))
     metrics["mac_saving"] = ratio(sum(c.macs_saved for c in counts), conv_macs)
+    metrics["predictor_mac_cost"] = ratio(sum(c.predictor_macs for c in counts), conv_macs)
+    metrics["net_mac_saving"] = metrics["mac_saving"] - metrics["predictor_mac_cost"]
     return metrics
+
+
+def layer_metrics(counts: list[LayerCounts], conv_macs: int) -> dict[str, float]:
+    """The rates of every layer on its own, as ``layer/<name>/<key>`` metrics."""
+    return {
+        layer_metric(layer.name, key): value
+        for layer in counts
+        for key, value in rate_metrics([layer], conv_macs).items()
+    }

@@ -1,12 +1,13 @@
-"""The instrumented forward: a model whose normal forward pass applies window prediction.
+"""The instrumented forward: a model whose normal forward pass applies the prediction.
 
-``instrument(model, predictor, layer)`` traces ``model`` with torch.fx into a new graph module
+``instrument(model, predictors, layer)`` traces ``model`` with torch.fx into a new graph module
 that shares the model's parameters, and inserts one probe after every predictable ReLU. Each probe
-reduces that layer's output to integer counts (all layers) and applies the prediction (layers in
-scope), so every later consumer sees the predicted zeros. The original model is never modified:
-no hook is registered and no graph of it is changed, so nothing survives the context.
+owns its layer's predictor (a submodule: learned parameters follow ``.to()`` and ``state_dict``),
+reduces that layer's output to counts (all layers) and applies the prediction (layers in scope),
+so every later consumer sees the predicted zeros. The original model is never modified: no hook is
+registered and no graph of it is changed, so nothing survives the context.
 
-    with instrument(model, TilePredictor(3), layer="all") as net:
+    with instrument(model, uniform("tile", window=3), layer="all") as net:
         for images, _ in loader:
             logits = net(images)
     counts = net.layer_counts()
@@ -20,9 +21,9 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from pipeline.counts import MEASURED_KEYS, LayerCounts, measure
+from pipeline.counts import MASS_KEYS, MEASURED_KEYS, LayerCounts, measure
 from pipeline.layers import PredictableLayer, discover_layers, resolve_scope, trace
-from pipeline.prediction import Predictor
+from pipeline.predictors import Predictor, PredictorFactory
 
 
 class Probe(nn.Module):
@@ -33,19 +34,34 @@ class Probe(nn.Module):
         self.layer = layer
         self.predictor = predictor
         self.calls = 0
+        self.images = 0  # images seen so far: the next batch's first image index
         self.total: Tensor | None = None  # int64 (len(MEASURED_KEYS),), on the activation's device
+        self.masses: Tensor | None = None  # float64 (len(MASS_KEYS),)
 
     def forward(self, activation: Tensor) -> Tensor:
-        output, counts = measure(activation, self.predictor)
-        self.total = counts if self.total is None else self.total + counts
+        result = measure(activation, self.predictor, first_image=self.images)
+        self.total = result.counts if self.total is None else self.total + result.counts
+        self.masses = result.masses if self.masses is None else self.masses + result.masses
         self.calls += 1
-        return output
+        self.images += activation.shape[0]
+        return result.output
+
+    def reset(self) -> None:
+        """Forget the counts (e.g. after a calibration pass)."""
+        self.calls, self.images, self.total, self.masses = 0, 0, None, None
 
 
 class InstrumentedModel(nn.Module):
-    """A traced copy of a model's forward (sharing its parameters) with a probe per layer."""
+    """A traced copy of a model's forward (sharing its parameters) with a probe per layer.
 
-    def __init__(self, model: nn.Module, predictor: Predictor | None, layer: str | int = "all") -> None:
+    ``predictors`` is called with the model's layers and the indices in scope and returns one
+    predictor per layer (:func:`pipeline.predictors.factory`, :func:`pipeline.predictors.uniform`);
+    None measures without predicting.
+    """
+
+    def __init__(
+        self, model: nn.Module, predictors: PredictorFactory | None = None, layer: str | int = "all"
+    ) -> None:
         super().__init__()
         graph_module = trace(model)
         self.layers = discover_layers(model, graph_module)
@@ -55,10 +71,11 @@ class InstrumentedModel(nn.Module):
                 "BatchNorm2d, Identity or adds only): nothing to measure"
             )
         self.scope = resolve_scope(self.layers, layer)
+        built = predictors(self.layers, self.scope) if predictors is not None else [None] * len(self.layers)
         self.probes: list[Probe] = []
         nodes = {node.name: node for node in graph_module.graph.nodes}
-        for spec in self.layers:
-            probe = Probe(spec, predictor if spec.index in self.scope else None)
+        for spec, predictor in zip(self.layers, built, strict=True):
+            probe = Probe(spec, predictor)
             target = f"cnp_probe_{spec.index}"
             graph_module.add_submodule(target, probe)
             relu = nodes[spec.node]
@@ -84,21 +101,36 @@ class InstrumentedModel(nn.Module):
                     f"{self.forwards} forward passes: its counts would be wrong"
                 )
         totals = [p.total if p.total is not None else torch.zeros(len(MEASURED_KEYS)) for p in self.probes]
+        masses = [p.masses if p.masses is not None else torch.zeros(len(MASS_KEYS)) for p in self.probes]
         values = torch.stack([t.cpu() for t in totals]).tolist() if totals else []
+        sums = torch.stack([m.cpu().double() for m in masses]).tolist() if masses else []
         result = []
-        for spec, row in zip(self.layers, values, strict=True):
+        for probe, row, mass in zip(self.probes, values, sums, strict=True):
+            spec = probe.layer
             counts = LayerCounts(spec.index, spec.name, spec.convs, spec.macs_per_act)
-            counts.add(row)
+            counts.add(row, mass)
+            if probe.predictor is not None:
+                counts.setting = probe.predictor.setting()
             result.append(counts)
         return result
+
+    def predictors(self) -> list[Predictor | None]:
+        """The predictor of every layer, in index order."""
+        return [probe.predictor for probe in self.probes]
+
+    def reset(self) -> None:
+        """Forget every probe's counts."""
+        for probe in self.probes:
+            probe.reset()
+        self.forwards = 0
 
 
 @contextmanager
 def instrument(
-    model: nn.Module, predictor: Predictor | None, layer: str | int = "all"
+    model: nn.Module, predictors: PredictorFactory | None = None, layer: str | int = "all"
 ) -> Iterator[InstrumentedModel]:
     """Yield an instrumented forward of ``model``; it is unusable after the context ends."""
-    net = InstrumentedModel(model, predictor, layer)
+    net = InstrumentedModel(model, predictors, layer)
     try:
         yield net
     finally:

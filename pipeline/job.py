@@ -19,14 +19,23 @@ from omegaconf import DictConfig, OmegaConf
 
 import pipeline
 from pipeline.config import PipelineConfig, plain_config, validate
-from pipeline.counts import rate_metrics
+from pipeline.counts import layer_metrics, rate_metrics
 from pipeline.data import load_eval_data
 from pipeline.evaluate import Evaluation, evaluate
 from pipeline.instrument import InstrumentedModel
-from pipeline.layers import model_conv_macs
+from pipeline.keys import BASELINE_TAG, CONFIG_HASH_TAG, PARENT_RUN_TAG, SWEEP_TAG
+from pipeline.layers import PredictableLayer, TraceError, discover_layers, model_conv_macs, resolve_scope
 from pipeline.models import build_model
-from pipeline.prediction import build_predictor
-from pipeline.tracking import CONFIG_HASH_TAG, PARENT_RUN_TAG, SWEEP_TAG, Tracker, git_commit
+from pipeline.predictors import (
+    BuildContext,
+    factory,
+    kind_class,
+    parameters,
+    plain_value,
+    predicts_nothing,
+    resolve_plans,
+)
+from pipeline.tracking import Tracker, git_commit
 
 # keys that do not change a job's numbers: not part of its identity for resume
 VOLATILE_KEYS = ("force", "progress", "tracking", "device")
@@ -90,6 +99,28 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def canonical(cfg: DictConfig) -> tuple[DictConfig, list[str]]:
+    """The config as it is evaluated, with the keys that cannot change its numbers set to one value.
+
+    A run that predicts nothing in any layer does not depend on ``layer`` (a layer sweep runs its
+    baseline once, as ``layer=all``); a kind without tiles does not depend on ``window`` (set to 1).
+    Returns the new config and a note per change, for the job's line.
+    """
+    config = validate(cfg)
+    plain = plain_config(cfg)
+    notes = []
+    tiled = kind_class(config.predictor.kind).tiled or any(
+        kind_class(entry.kind or config.predictor.kind).tiled for entry in config.predictor.layers.values()
+    )
+    if not tiled and config.window != 1:
+        plain["window"] = 1
+        notes.append(f"predictor {config.predictor.kind} cuts no tiles: runs as window=1")
+    if config.layer != "all" and predicts_nothing(config.predictor, config.window):
+        plain["layer"] = "all"
+        notes.append(f"nothing is predicted, so layer={config.layer} does not matter: runs as layer=all")
+    return OmegaConf.create(plain), notes
+
+
 def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
     """Evaluate one configuration and record it as one MLflow run."""
     job = job or HydraJob.current()
@@ -97,31 +128,40 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
         config = validate(cfg)
     except ValueError as exc:
         raise PipelineError(str(exc)) from None
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    device = pick_device(config.device)
+    model = _build(config).to(device)
+    layers = _check_layers(model, config)
+    requested = _layer_text(config.layer, layers)
+    try:
+        cfg, notes = canonical(cfg)
+        config = validate(cfg)
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from None
+    for note in notes:
+        print(f"{model_label(config)} layer={requested}: {note}", flush=True)
+    where = describe(config, layers)
     identity = config_hash(cfg)
     tracker = Tracker(config.tracking)
     if not config.force:
         done = tracker.finished_run(identity)
         if done is not None:
-            line = f"skipped {describe(config)}: identical FINISHED run {done} (force=true reruns it)"
+            line = f"skipped {where}: identical FINISHED run {done} (force=true reruns it)"
             _write_result(job, "skipped", done)
             print(line, flush=True)
             return JobResult("skipped", done, line)
 
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    device = pick_device(config.device)
-    model = _build(config).to(device)
     data = _load(config)
     if tuple(data.image_shape) != tuple(config.model.input_size):
         raise PipelineError(
             f"data {config.data.name} gives {tuple(data.image_shape)} images but model "
-            f"{config.model.name} expects model.input_size={list(config.model.input_size)}"
+            f"{model_label(config)} expects model.input_size={list(config.model.input_size)}"
         )
-    try:
-        net = InstrumentedModel(model, build_predictor(config.predictor, config.window), config.layer)
-    except ValueError as exc:
-        raise PipelineError(f"model {config.model.name}: {exc}") from None
+    predictors = factory(config.predictor, config.window, BuildContext(seed=config.seed))
+    net = InstrumentedModel(model, predictors, config.layer).to(device)
     conv_macs = model_conv_macs(model, tuple(config.model.input_size))
+    baseline = all(p is None or p.predicts_nothing for p in net.predictors())
 
     parent = tracker.parent_of(job.sweep) if job.sweep else None
     tags = {
@@ -133,8 +173,9 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
         **({SWEEP_TAG: job.sweep} if job.sweep else {}),
         **({PARENT_RUN_TAG: parent} if parent else {}),
         **({"job.num": str(job.number)} if job.number is not None else {}),
+        BASELINE_TAG: str(baseline).lower(),
     }
-    name = f"{config.model.name}-w{config.window}-{config.layer}"
+    name = f"{model_label(config)}-{predictor_label(config)}-w{config.window}-{config.layer}"
     with tracker.job_run(name, params(config, device), tags) as record:
         result = evaluate(
             net, data, device, config.data.batch_size, config.data.num_workers, config.progress, label=name
@@ -149,8 +190,8 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
             },
         )
     line = (
-        f"{config.model.name} window={config.window} layer={config.layer}: "
-        f"mac_saving={metrics['mac_saving']:.4f} top1={result.top1:.4f} top5={result.top5:.4f} "
+        f"{where}: mac_saving={metrics['mac_saving']:.4f} net_mac_saving={metrics['net_mac_saving']:.4f} "
+        f"top1={result.top1:.4f} top5={result.top5:.4f} "
         f"({result.images} images, {result.images / max(result.seconds, 1e-9):.0f} img/s)"
     )
     _write_result(job, "finished", record.run_id)
@@ -166,26 +207,83 @@ def model_metrics(result: Evaluation, conv_macs_per_image: int) -> dict[str, flo
     metrics["images"] = result.images
     metrics["model_conv_macs_per_image"] = conv_macs_per_image
     metrics["eval_seconds"] = result.seconds
-    for layer in result.layers:
-        for key, value in rate_metrics([layer], conv_macs).items():
-            metrics[f"layer/{layer.name}/{key}"] = value
+    metrics.update(layer_metrics(result.layers, conv_macs))
     return metrics
 
 
-def describe(config: PipelineConfig) -> str:
-    return f"{config.model.name} window={config.window} layer={config.layer}"
+def model_label(config: PipelineConfig) -> str:
+    """The model's name; a custom model is named by its factory (two custom nets stay apart)."""
+    if config.model.name == "custom" and (config.model.target or config.model._target_):
+        return f"custom:{config.model.target or config.model._target_}"
+    return config.model.name
+
+
+def predictor_label(config: PipelineConfig) -> str:
+    """``tile(diagonal)``, ``tile(checkerboard,t=0.05)``, ``oracle``, ``random(diagonal)+2 layers``."""
+    predictor = config.predictor
+    values = [str(plain_value(predictor.pattern))] if hasattr(predictor, "pattern") else []
+    threshold = getattr(predictor, "threshold", 0.0)
+    if threshold:
+        values.append(f"t={threshold:g}")
+    label = predictor.kind + (f"({','.join(values)})" if values else "")
+    if predictor.layers:
+        label += f"+{len(predictor.layers)} layer{'s' if len(predictor.layers) > 1 else ''}"
+    return label
+
+
+def describe(config: PipelineConfig, layers: list[PredictableLayer] | None = None) -> str:
+    """The job's line head: ``alexnet_fmnist window=3 layer=3 (features.8) predictor=tile(diagonal)``."""
+    layer = _layer_text(config.layer, layers)
+    return f"{model_label(config)} window={config.window} layer={layer} predictor={predictor_label(config)}"
+
+
+def _layer_text(layer: str, layers: list[PredictableLayer] | None) -> str:
+    """``3 (features.8)`` for an index, the name as given otherwise."""
+    if layers is None or layer == "all" or not layer.isdigit() or int(layer) >= len(layers):
+        return layer
+    return f"{layer} ({layers[int(layer)].name})"
+
+
+def _check_layers(model: torch.nn.Module, config: PipelineConfig) -> list[PredictableLayer]:
+    """The model's predictable layers; the layer scope and the per-layer table checked against them."""
+    try:
+        layers = discover_layers(model)
+        if not layers:
+            raise ValueError(
+                f"{type(model).__name__} has no predictable layer (a ReLU fed by Conv2d through "
+                "BatchNorm2d, Identity or adds only): nothing to measure"
+            )
+        scope = resolve_scope(layers, config.layer)
+        resolve_plans(config.predictor, config.window, layers, scope)
+    except (ValueError, TraceError) as exc:
+        raise PipelineError(f"model {model_label(config)}: {exc}") from None
+    return layers
+
+
+def predictor_params(config: PipelineConfig) -> dict[str, object]:
+    """``predictor`` (the kind) and ``predictor.<name>`` for each of its parameters and the layer table."""
+    predictor = config.predictor
+    values: dict[str, object] = {"predictor": predictor.kind}
+    for name in parameters(type(predictor)):
+        values[f"predictor.{name}"] = plain_value(getattr(predictor, name))
+    table = {
+        key: {k: plain_value(v) for k, v in vars(entry).items() if v is not None}
+        for key, entry in predictor.layers.items()
+    }
+    values["predictor.layers"] = json.dumps(table, sort_keys=True, separators=(",", ":"))
+    return values
 
 
 def params(config: PipelineConfig, device: torch.device) -> dict[str, object]:
-    """Run parameters: the swept keys by their short names, then model.* and data.*."""
+    """Run parameters: the swept keys by their short names, the predictor's, then model.* and data.*."""
     values: dict[str, object] = {
-        "model": config.model.name,
+        "model": model_label(config),
         "data": config.data.name,
         "window": config.window,
         "layer": config.layer,
         "limit": config.data.limit,
         "seed": config.seed,
-        "predictor": config.predictor,
+        **predictor_params(config),
         "device": str(device),
     }
     for group in ("model", "data"):

@@ -32,6 +32,7 @@ class PredictableLayer:
     convs: tuple[str, ...]  # every feeding conv, main branch first
     macs_per_act: int  # sum over feeding convs of (in_channels / groups) * kh * kw
     node: str  # name of the ReLU node in the traced graph
+    channels: int = 0  # output channels of the main-branch conv (the layer's C)
 
 
 class TraceError(RuntimeError):
@@ -114,7 +115,7 @@ def discover_layers(model: nn.Module, graph: fx.GraphModule | None = None) -> li
         if not convs:
             continue
         macs = sum(conv_macs_per_act(modules[c]) for c in convs)
-        layers.append(PredictableLayer(len(layers), convs[0], convs, macs, node.name))
+        layers.append(PredictableLayer(len(layers), convs[0], convs, macs, node.name, modules[convs[0]].out_channels))
     return layers
 
 

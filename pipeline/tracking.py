@@ -19,11 +19,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
 from pipeline.config import TrackingConfig
-
-SWEEP_TAG = "sweep"  # the multirun's sweep dir: parent and children share it
-PARENT_TAG = "sweep.parent"
-CONFIG_HASH_TAG = "config_hash"
-PARENT_RUN_TAG = "mlflow.parentRunId"
+from pipeline.keys import CONFIG_HASH_TAG, PARENT_RUN_TAG, PARENT_TAG, SWEEP_TAG  # noqa: F401 (re-exported)
 
 
 class Interrupted(BaseException):

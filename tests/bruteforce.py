@@ -1,13 +1,16 @@
 """Reference counts for one activation tensor, written straight from the measurement contract.
 
-Sections 3 and 4 of ``/work/shared/docs/measurement-contract.md`` as plain Python loops over
-images, channels, tiles and cells, on nested lists (no tensor ops), so that each line can be read
-against the contract text. It is slow and obviously correct; the fast code must agree with it.
+Sections 3, 4 and 7 of the measurement contract as plain Python loops over images, channels,
+tiles and cells, on nested lists (no tensor ops), so that each line can be read against the
+contract text. It is slow and obviously correct; the fast code must agree with it.
 
-    counts, predicted = brute_force(activation, window=3)
+    counts, predicted = brute_force(activation, window=3)                         # the paper's rule
+    counts, predicted = brute_force(activation, 3, "cross", kind="tile", threshold=0.1)
+    counts, predicted = brute_force(activation, None, kind="oracle")
 
-``counts`` maps every key of section 4 (plus ``others``) to a Python int; ``predicted`` is the
-tensor the rest of the network receives (a new tensor; ``activation`` is not modified).
+``counts`` maps every key of section 4 (plus ``others``, ``mass`` and ``miss_mass``) to a Python
+number; ``predicted`` is the tensor the rest of the network receives (a new tensor; ``activation``
+is not modified).
 """
 
 from __future__ import annotations
@@ -25,38 +28,97 @@ KEYS = (
     *(f"zero_windows_{s}" for s in WINDOW_SIZES),
     *(f"windows_{s}" for s in WINDOW_SIZES),
 )
+PATTERN_NAMES = ("diagonal", "anti_diagonal", "checkerboard", "corners", "center", "cross")
 
 
 def in_pattern(i: int, j: int, k: int, pattern: str) -> bool:
-    """Is offset (i, j) inside a k x k tile a pattern cell? The contract's diagonal is (i, i)."""
+    """Is offset (i, j) inside a k x k tile a pattern cell? (the table of contract section 7)"""
     if pattern == "diagonal":
         return i == j
     if pattern == "anti_diagonal":
-        return j == k - 1 - i
+        return i + j == k - 1
+    if pattern == "checkerboard":
+        return (i + j) % 2 == 0
+    if pattern == "corners":
+        return i in (0, k - 1) and j in (0, k - 1)
+    if pattern == "center":
+        return i == k // 2 and j == k // 2
+    if pattern == "cross":
+        return i == k // 2 or j == k // 2
     raise ValueError(f"unknown pattern {pattern!r}")
 
 
-def brute_force(activation: Tensor, window: int | None, pattern: str = "diagonal") -> tuple[dict[str, int], Tensor]:
-    """Section-4 counts of one ReLU output ``activation`` (N, C, H, W) and its predicted tensor.
+def tile_cells(top: int, left: int, k: int, height: int, width: int, pattern: str):
+    """The in-bounds cells of the tile at (top, left): (pattern cells, other cells)."""
+    pattern_cells, other_cells = [], []
+    for i in range(k):
+        for j in range(k):
+            row, col = top + i, left + j
+            if row >= height or col >= width:
+                continue  # padded cell: never counted
+            (pattern_cells if in_pattern(i, j, k, pattern) else other_cells).append((row, col))
+    return pattern_cells, other_cells
 
-    ``window`` is k of section 3, or None for a layer outside the scope (no prediction at all).
-    Besides the section-4 keys, ``others`` is counted directly: cells that are neither a
-    diagonal cell of a firing tile nor predicted.
+
+def fires(a, pattern_cells, other_cells, kind: str, threshold: float) -> bool:
+    """Contract section 7: whether one tile fires, for the deterministic tile kinds."""
+    if not pattern_cells:
+        return False  # a tile with no in-bounds pattern cell never fires
+    if kind == "tile":  # every in-bounds pattern cell has value <= t (equals 0 for t = 0)
+        return all((a[r][c] == 0) if threshold == 0 else (a[r][c] <= threshold) for r, c in pattern_cells)
+    if kind == "tile_oracle":  # every in-bounds cell of the tile is 0
+        return all(a[r][c] == 0 for r, c in pattern_cells + other_cells)
+    raise ValueError(kind)
+
+
+def rule_fired_tiles(activation: Tensor, window: int, pattern: str) -> dict[tuple[int, int], list[tuple[int, int]]]:
+    """The tiles the tile rule (threshold 0) fires, per (image, channel): [(top, left), ...]."""
+    n_images, n_channels, height, width = activation.shape
+    values = activation.tolist()
+    fired = {}
+    for n in range(n_images):
+        for c in range(n_channels):
+            fired[n, c] = []
+            for top in range(0, height, window):
+                for left in range(0, width, window):
+                    cells = tile_cells(top, left, window, height, width, pattern)
+                    if fires(values[n][c], *cells, "tile", 0.0):
+                        fired[n, c].append((top, left))
+    return fired
+
+
+def brute_force(
+    activation: Tensor,
+    window: int | None,
+    pattern: str = "diagonal",
+    kind: str = "tile",
+    threshold: float = 0.0,
+    fired_tiles: dict[tuple[int, int], list[tuple[int, int]]] | None = None,
+) -> tuple[dict[str, float], Tensor]:
+    """Counts of one ReLU output ``activation`` (N, C, H, W) and its predicted tensor.
+
+    ``kind``: none, tile, tile_oracle, oracle, random (``fired_tiles`` then gives the tiles that
+    fire, per (image, channel)). ``window`` None is a layer outside the scope (kind none).
+    Besides the section-4 keys, ``others`` is counted directly: cells that are neither a pattern
+    cell of a firing tile nor predicted.
     """
+    if window is None:
+        kind = "none"
     n_images, n_channels, height, width = activation.shape
     values = activation.tolist()  # nested lists [n][c][row][col] of Python numbers
     out = activation.tolist()  # what the rest of the network receives
-    counts = dict.fromkeys(KEYS, 0)
-    counts["others"] = 0
+    counts: dict[str, float] = dict.fromkeys(KEYS, 0)
+    counts.update(others=0, mass=0.0, miss_mass=0.0)
 
     for n in range(n_images):
         for c in range(n_channels):
             a = values[n][c]
 
-            # acts and zeros: every cell of the map.
+            # acts, zeros and mass: every cell of the map.
             for row in range(height):
                 for col in range(width):
                     counts["acts"] += 1
+                    counts["mass"] += a[row][col]
                     if a[row][col] == 0:
                         counts["zeros"] += 1
 
@@ -65,52 +127,45 @@ def brute_force(activation: Tensor, window: int | None, pattern: str = "diagonal
                 for top in range(height - s + 1):
                     for left in range(width - s + 1):
                         counts[f"windows_{s}"] += 1
-                        all_zero = True
-                        for i in range(s):
-                            for j in range(s):
-                                if a[top + i][left + j] != 0:
-                                    all_zero = False
-                        if all_zero:
+                        if all(a[top + i][left + j] == 0 for i in range(s) for j in range(s)):
                             counts[f"zero_windows_{s}"] += 1
 
-            # Section 3: non-overlapping k x k tiles from (0, 0), cut by the map border.
-            counted = [[False] * width for _ in range(height)]  # diagonal-of-firing or predicted
-            if window is not None:
+            counted = [[False] * width for _ in range(height)]  # pattern cell of a firing tile, or predicted
+
+            def predict(row: int, col: int, a=a, n=n, c=c, counted=counted) -> None:
+                if a[row][col] == 0:
+                    counts["pred_hit"] += 1
+                elif a[row][col] > 0:
+                    counts["pred_miss"] += 1
+                    counts["miss_mass"] += a[row][col]
+                else:
+                    raise ValueError("a ReLU output cannot be negative")
+                out[n][c][row][col] = 0  # set to 0 downstream
+                counted[row][col] = True
+
+            if kind == "oracle":  # every zero cell is predicted; nothing is a pattern cell
+                for row in range(height):
+                    for col in range(width):
+                        if a[row][col] == 0:
+                            predict(row, col)
+            elif kind in ("tile", "tile_oracle", "random"):
                 k = window
                 for top in range(0, height, k):
                     for left in range(0, width, k):
-                        # the in-bounds cells of this tile, and which of them are diagonal
-                        diagonal_cells = []
-                        other_cells = []
-                        for i in range(k):
-                            for j in range(k):
-                                row, col = top + i, left + j
-                                if row >= height or col >= width:
-                                    continue  # padded cell: never counted
-                                if in_pattern(i, j, k, pattern):
-                                    diagonal_cells.append((row, col))
-                                else:
-                                    other_cells.append((row, col))
-                        # the tile fires when every (in-bounds) diagonal cell equals 0; a tile with
-                        # no in-bounds pattern cell (possible for anti_diagonal) has no evidence
-                        fires = bool(diagonal_cells)
-                        for row, col in diagonal_cells:
-                            if a[row][col] != 0:
-                                fires = False
-                        if not fires:
+                        pattern_cells, other_cells = tile_cells(top, left, k, height, width, pattern)
+                        if kind == "random":
+                            fire = (top, left) in fired_tiles[n, c]
+                        else:
+                            fire = fires(a, pattern_cells, other_cells, kind, threshold)
+                        if not fire:
                             continue
-                        for row, col in diagonal_cells:
+                        for row, col in pattern_cells:  # computed: counted, kept as they are
                             counts["zero_diag"] += 1
                             counted[row][col] = True
-                        for row, col in other_cells:  # predicted: set to 0 downstream
-                            if a[row][col] == 0:
-                                counts["pred_hit"] += 1
-                            elif a[row][col] > 0:
-                                counts["pred_miss"] += 1
-                            else:
-                                raise ValueError("a ReLU output cannot be negative")
-                            out[n][c][row][col] = 0
-                            counted[row][col] = True
+                        for row, col in other_cells:
+                            predict(row, col)
+            elif kind != "none":
+                raise ValueError(f"unknown kind {kind!r}")
             for row in range(height):
                 for col in range(width):
                     if not counted[row][col]:

@@ -19,6 +19,7 @@ MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 LAUNCHERS = sorted(p.stem for p in (CONF / "launcher").glob("*.yaml"))
+PREDICTORS = sorted(p.stem for p in (CONF / "predictor").glob("*.yaml"))
 EXPECTED_LAYERS = {"alexnet": 5, "vgg16": 13, "resnet18": 17}
 
 register()
@@ -34,6 +35,9 @@ def test_shipped_groups_are_the_documented_ones():
         ["alexnet", "vgg16", "resnet18", "alexnet_fmnist", "vgg16_fmnist", "resnet18_fmnist", "custom"]
     )
     assert DATA == ["fashion_mnist", "imagenet", "synthetic"]
+    from pipeline.predictors import KINDS
+
+    assert set(PREDICTORS) == set(KINDS)  # one config per registered kind
     assert {"paper_imagenet", "paper_fmnist", "layers_fmnist"} <= set(EXPERIMENTS)
     assert {"basic", "joblib", "slurm"} <= set(LAUNCHERS)
 
@@ -81,7 +85,11 @@ def test_spread_indices_by_hand():
         ("window=0", "window must be"),
         ("data.limit=0", "data.limit"),
         ("device=gpu", "device"),
-        ("predictor=spiral", "diagonal"),
+        ("predictor.threshold=-0.5", "threshold must be >= 0"),
+        ("+predictor.layers.1.window=abc", "predictor.layers.1: .*window"),
+        ("+predictor.layers.1.colour=red", "predictor.layers.1: .*colour"),
+        ("+predictor.layers.1.pattern=spiral", "predictor.layers.1: .*checkerboard"),
+        ("+predictor.layers.1=sideways", "predictor.layers.1='sideways'"),
     ],
 )
 def test_bad_values_fail_when_validated(override, message):
@@ -93,6 +101,45 @@ def test_bad_types_fail_when_composed():
     with pytest.raises(Exception) as error:
         composed("window=abc")
     assert isinstance(error.value, ValidationError) or isinstance(error.value.__cause__, ValidationError)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["predictor=spiral"], "tile_oracle"),  # an unknown kind lists the kinds
+        (["predictor.pattern=spiral"], "checkerboard"),  # an unknown pattern lists the patterns
+        (["predictor=oracle", "predictor.pattern=diagonal"], "pattern"),  # a key the kind does not have
+        (["predictor=none", "predictor.threshold=0.1"], "threshold"),
+        (["predictor.threshold=abc"], "threshold"),
+    ],
+)
+def test_bad_predictor_settings_fail_when_composed(overrides, message):
+    with pytest.raises(Exception) as error:
+        composed(*overrides)
+    text = str(error.value) + str(error.value.__cause__ or "")
+    assert message in text
+
+
+def test_default_predictor_is_the_papers_rule():
+    cfg = validate(composed())
+    assert (cfg.predictor.kind, cfg.predictor.pattern.value, cfg.predictor.threshold, cfg.window) == (
+        "tile", "diagonal", 0.0, 1,
+    )  # fmt: skip
+    assert cfg.predictor.layers == {}
+
+
+@pytest.mark.parametrize("kind", PREDICTORS)
+def test_every_predictor_config_composes_and_builds_per_layer(kind):
+    from pipeline.layers import resolve_scope
+    from pipeline.predictors import BuildContext, build_predictors, resolve_plans
+
+    cfg = validate(composed(f"predictor={kind}", "window=3", "+predictor.layers.0.kind=none"))
+    assert cfg.predictor.kind == kind
+    network = build_model(cfg.model)
+    layers = discover_layers(network)
+    plans = resolve_plans(cfg.predictor, cfg.window, layers, resolve_scope(layers, "all"))
+    predictors = build_predictors(plans, layers, BuildContext())
+    assert [p.kind for p in predictors] == ["none"] + [kind] * 4
 
 
 def test_layer_index_from_the_command_line_is_a_string_key():

@@ -6,8 +6,6 @@ import pytest
 import torch
 from bruteforce import brute_force, random_activation
 
-from pipeline import counts as counts_module
-from pipeline import kernels
 from pipeline.counts import (
     CSV_COLUMNS,
     MEASURED_KEYS,
@@ -19,27 +17,9 @@ from pipeline.counts import (
     window_totals,
     zero_window_counts,
 )
-from pipeline.prediction import TilePredictor
-
-HAVE_KERNEL = kernels.load() is not None
-
-
-@pytest.fixture(params=["kernel", "torch"])
-def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test through the fused C kernel, then through the pure-torch path (no compiler)."""
-    if request.param == "kernel":
-        if not HAVE_KERNEL:
-            pytest.skip("no C compiler here: the counting kernel cannot be built")
-        # the kernel must really run: the torch path may not be reached for float32 CPU tensors
-        monkeypatch.setattr(counts_module, "measure_torch", _must_not_run)
-    else:
-        monkeypatch.setattr(kernels, "load", lambda: None)
-    return request.param
-
-
-def _must_not_run(*_args: object) -> None:
-    raise AssertionError("measure() fell back to the torch path for a contiguous float32 CPU tensor")
-
+from pipeline.keys import SETTING_COLUMNS
+from pipeline.predictors import make_predictor
+from tests.conftest import HAVE_KERNEL
 
 # 5x5 map (same as in test_prediction): 6 nonzero cells, 19 zeros.
 MAP_5x5 = torch.tensor(
@@ -54,10 +34,20 @@ MAP_5x5 = torch.tensor(
 )[None, None]
 
 
+COUNT_KEYS = MEASURED_KEYS[:-1]  # all but predictor_macs (0 for the rules)
+
+
 def as_dict(counts: torch.Tensor) -> dict[str, int]:
     assert counts.dtype == torch.int64
     assert counts.shape == (len(MEASURED_KEYS),)
-    return dict(zip(MEASURED_KEYS, counts.tolist(), strict=True))
+    values = dict(zip(MEASURED_KEYS, counts.tolist(), strict=True))
+    assert values.pop("predictor_macs") == 0
+    return values
+
+
+def run(activation: torch.Tensor, predictor) -> tuple[torch.Tensor, torch.Tensor]:
+    result = measure(activation, predictor)
+    return result.output, result.counts
 
 
 def test_measure_5x5_window_3_by_hand(path: str) -> None:
@@ -65,7 +55,7 @@ def test_measure_5x5_window_3_by_hand(path: str) -> None:
     # all-zero 2x2 windows, by top-left corner: (0,2) (0,3) (1,1) (2,0) (2,1) -> 5
     # every 3x3 window holds one of 7 (row 0), 2 (1,0), 9 (2,3), 5 (4,0), 6 (4,2) -> 0; so 4x4, 5x5: 0
     # windows: 5*5=25, 4*4=16, 3*3=9, 2*2=4, 1*1=1
-    output, counts = measure(MAP_5x5.clone(), TilePredictor(3))
+    output, counts = run(MAP_5x5.clone(), make_predictor("tile", 3))
     assert as_dict(counts) == {
         "acts": 25,
         "zeros": 19,
@@ -92,14 +82,14 @@ def test_measure_5x5_window_3_by_hand(path: str) -> None:
 
 def test_measure_counts_before_prediction_and_without_predictor(path: str) -> None:
     # counts are taken before the layer's own prediction: zeros and windows do not change with k
-    baseline_output, baseline = measure(MAP_5x5.clone(), None)
+    baseline_output, baseline = run(MAP_5x5.clone(), None)
     assert torch.equal(baseline_output, MAP_5x5)
     base = as_dict(baseline)
     assert (base["zero_diag"], base["pred_hit"], base["pred_miss"]) == (0, 0, 0)
     for k in (2, 3, 4):
-        _, counts = measure(MAP_5x5.clone(), TilePredictor(k))
+        _, counts = run(MAP_5x5.clone(), make_predictor("tile", k))
         predicted = as_dict(counts)
-        for key in MEASURED_KEYS:
+        for key in COUNT_KEYS:
             if key not in ("zero_diag", "pred_hit", "pred_miss"):
                 assert predicted[key] == base[key], key
 
@@ -155,12 +145,12 @@ def test_measure_equals_brute_force(
 ) -> None:
     activation = random_activation(shape, seed=1000 + 10 * (window or 0) + sum(shape))
     expected, expected_output = brute_force(activation, window, pattern)
-    predictor = None if window is None else TilePredictor(window, pattern)
-    output, counts = measure(activation.clone(), predictor)
+    predictor = None if window is None else make_predictor("tile", window, pattern=pattern)
+    output, counts = run(activation.clone(), predictor)
     got = as_dict(counts)
     if window == 1:
         assert got["zero_diag"] == got["zeros"]  # k = 1: every zero cell is a zero diagonal
-    assert got == {key: expected[key] for key in MEASURED_KEYS}
+    assert got == {key: expected[key] for key in COUNT_KEYS}
     assert torch.equal(output, expected_output)
 
     n, c, h, w = shape
@@ -179,7 +169,7 @@ def test_measure_on_other_layouts_and_dtypes(window: int | None) -> None:
     # non-contiguous, float64, float16 and autograd tensors go through the torch path; same counts
     activation = random_activation((2, 3, 7, 9), seed=5)
     expected, expected_output = brute_force(activation, window)
-    predictor = None if window is None else TilePredictor(window)
+    predictor = None if window is None else make_predictor("tile", window)
     variants = {
         "channels_last": activation.contiguous(memory_format=torch.channels_last),
         "transposed": activation.transpose(2, 3).contiguous().transpose(2, 3),
@@ -189,30 +179,36 @@ def test_measure_on_other_layouts_and_dtypes(window: int | None) -> None:
         "offset": torch.cat([activation, activation])[2:],  # contiguous view with a storage offset
     }
     for name, variant in variants.items():
-        output, counts = measure(variant, predictor)
-        assert as_dict(counts) == {key: expected[key] for key in MEASURED_KEYS}, name
+        output, counts = run(variant, predictor)
+        assert as_dict(counts) == {key: expected[key] for key in COUNT_KEYS}, name
         assert torch.equal(output, expected_output.to(variant.dtype)), name
     leaf = activation.clone().requires_grad_()  # a tensor autograd tracks: the torch path
     with torch.no_grad():
-        output, counts = measure(leaf, predictor)
-    assert as_dict(counts) == {key: expected[key] for key in MEASURED_KEYS}
+        output, counts = run(leaf, predictor)
+    assert as_dict(counts) == {key: expected[key] for key in COUNT_KEYS}
     assert torch.equal(output, expected_output)
 
 
 @pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler: the counting kernel cannot be built")
 @pytest.mark.parametrize("threads", [1, 2, 3, 7])
 def test_kernel_counts_do_not_depend_on_threads(threads: int) -> None:
-    # 2 x 3 = 6 planes split over 1..7 threads (more threads than planes too)
+    # 2 x 3 = 6 planes split over 1..7 threads (more threads than planes too); and 60 planes of
+    # 40 x 40 (10 chunks of 6 planes): the float sums are added in chunk order, bit for bit the same
     activation = random_activation((2, 3, 11, 10), seed=11)
     expected, expected_output = brute_force(activation, 3)
+    many = random_activation((6, 10, 40, 40), seed=12)
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
     try:
-        output, counts = measure(activation.clone(), TilePredictor(3))
+        torch.set_num_threads(1)
+        single = measure(many.clone(), make_predictor("tile", 3)).masses
+        torch.set_num_threads(threads)
+        output, counts = run(activation.clone(), make_predictor("tile", 3))
+        masses = measure(many.clone(), make_predictor("tile", 3)).masses
     finally:
         torch.set_num_threads(before)
-    assert as_dict(counts) == {key: expected[key] for key in MEASURED_KEYS}
+    assert as_dict(counts) == {key: expected[key] for key in COUNT_KEYS}
     assert torch.equal(output, expected_output)
+    assert masses.tolist() == single.tolist()
 
 
 @pytest.mark.parametrize("window", [2, 3, 5])
@@ -220,8 +216,8 @@ def test_measure_on_a_wide_map(window: int, path: str) -> None:
     # rows much wider than the small cases above (the kernel's row buffers and tile loops)
     activation = random_activation((1, 2, 33, 70), seed=window, blocks=12)
     expected, expected_output = brute_force(activation, window)
-    output, counts = measure(activation.clone(), TilePredictor(window))
-    assert as_dict(counts) == {key: expected[key] for key in MEASURED_KEYS}
+    output, counts = run(activation.clone(), make_predictor("tile", window))
+    assert as_dict(counts) == {key: expected[key] for key in COUNT_KEYS}
     assert torch.equal(output, expected_output)
 
 
@@ -231,8 +227,8 @@ def test_measure_with_a_window_beyond_the_kernel() -> None:
     activation[0, 0].diagonal().zero_()  # every diagonal cell of tile (0, 0) is zero: it fires
     expected, expected_output = brute_force(activation, 65)
     assert expected["zero_diag"] >= 65 and expected["pred_miss"] > 0
-    output, counts = measure(activation.clone(), TilePredictor(65))
-    assert as_dict(counts) == {key: expected[key] for key in MEASURED_KEYS}
+    output, counts = run(activation.clone(), make_predictor("tile", 65))
+    assert as_dict(counts) == {key: expected[key] for key in COUNT_KEYS}
     assert torch.equal(output, expected_output)
 
 
@@ -241,27 +237,35 @@ def test_measure_torch_is_the_reference() -> None:
     activation = random_activation((2, 2, 5, 7), seed=2)
     for window in (None, 1, 2, 3):
         expected, expected_output = brute_force(activation, window)
-        output, counts = measure_torch(activation.clone(), None if window is None else TilePredictor(window))
-        assert as_dict(counts) == {key: expected[key] for key in MEASURED_KEYS}
+        result = measure_torch(activation.clone(), None if window is None else make_predictor("tile", window))
+        output, counts = result.output, result.counts
+        assert as_dict(counts) == {key: expected[key] for key in COUNT_KEYS}
         assert torch.equal(output, expected_output)
 
 
 def test_layer_counts_accumulate_and_row(path: str) -> None:
     layer = LayerCounts(3, "layer2.0.conv2", ("layer2.0.conv2", "layer2.0.downsample.0"), 1216)
-    first = measure(MAP_5x5.clone(), TilePredictor(3))[1].tolist()
-    second = measure(MAP_5x5.clone(), TilePredictor(2))[1].tolist()
-    layer.add(first)
-    layer.add(second)
-    summed = [a + b for a, b in zip(first, second, strict=True)]
+    first = measure(MAP_5x5.clone(), make_predictor("tile", 3))
+    second = measure(MAP_5x5.clone(), make_predictor("tile", 2))
+    layer.add(first.counts.tolist(), first.masses.tolist())
+    layer.add(second.counts.tolist(), second.masses.tolist())
+    summed = [a + b for a, b in zip(first.counts.tolist(), second.counts.tolist(), strict=True)]
     assert [getattr(layer, key) for key in MEASURED_KEYS[:5]] == summed[:5]
     assert [layer.zero_windows[s] for s in WINDOW_SIZES] == summed[5:10]
-    assert [layer.windows[s] for s in WINDOW_SIZES] == summed[10:]
+    assert [layer.windows[s] for s in WINDOW_SIZES] == summed[10:15]
+    assert layer.predictor_macs == summed[15] == 0
+    assert layer.mass == 2 * (7 + 2 + 9 + 1 + 5 + 6)
+    # miss mass at k = 3: 7, 2, 9, 5 and 6 are predicted (test_prediction works it out by hand)
+    assert first.masses[1] == 7 + 2 + 9 + 5 + 6
+    assert layer.miss_mass == float(first.masses[1] + second.masses[1])
     row = layer.row()
     assert tuple(row) == CSV_COLUMNS
     assert row["convs"] == "layer2.0.conv2;layer2.0.downsample.0"
     assert row["others"] == layer.acts - layer.zero_diag - layer.pred_hit - layer.pred_miss
     assert row["macs_saved"] == (layer.pred_hit + layer.pred_miss) * 1216
-    assert all(isinstance(value, int) for key, value in row.items() if key not in ("name", "convs"))
+    assert row["predictor"] == "none" and row["window"] == row["pattern"] == row["threshold"] == ""
+    integers = [key for key in CSV_COLUMNS if key not in ("name", "convs", *SETTING_COLUMNS, "mass", "miss_mass")]
+    assert all(isinstance(row[key], int) for key in integers)
 
 
 def test_rate_metrics_by_hand() -> None:
@@ -289,3 +293,19 @@ def test_rate_metrics_by_hand() -> None:
     assert sum(metrics[key] for key in fracs) == pytest.approx(1.0)
     # empty denominators give 0.0, not a ZeroDivisionError
     assert rate_metrics([], conv_macs=0)["sparsity"] == 0.0
+
+
+def test_miss_mass_predictor_cost_and_net_saving_by_hand() -> None:
+    # contract sections 7-8: frac/miss_mass = sum miss_mass / sum mass; predictor_mac_cost =
+    # sum predictor_macs / conv MACs; net_mac_saving = mac_saving - predictor_mac_cost
+    first = LayerCounts(0, "a", ("a",), macs_per_act=9, acts=100, pred_hit=20, pred_miss=5, predictor_macs=300,
+                        mass=40.0, miss_mass=2.0)  # fmt: skip
+    second = LayerCounts(1, "b", ("b",), macs_per_act=100, acts=50, pred_hit=6, pred_miss=2, predictor_macs=0,
+                         mass=10.0, miss_mass=3.0)  # fmt: skip
+    metrics = rate_metrics([first, second], conv_macs=10_000)
+    assert metrics["frac/miss_mass"] == pytest.approx(5.0 / 50.0)
+    assert metrics["mac_saving"] == pytest.approx((25 * 9 + 8 * 100) / 10_000)
+    assert metrics["predictor_mac_cost"] == pytest.approx(300 / 10_000)
+    assert metrics["net_mac_saving"] == pytest.approx((1025 - 300) / 10_000)
+    one = rate_metrics([first], conv_macs=10_000)  # a layer alone keeps the model's denominator
+    assert one["net_mac_saving"] == pytest.approx((225 - 300) / 10_000)  # a predictor can cost more than it saves

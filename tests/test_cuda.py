@@ -8,7 +8,7 @@ import torchvision
 
 from pipeline.counts import measure
 from pipeline.instrument import instrument
-from pipeline.prediction import TilePredictor
+from pipeline.predictors import make_predictor, uniform
 from tests.bruteforce import random_activation
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -18,11 +18,22 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.mark.parametrize("shape", [(2, 3, 13, 17), (1, 4, 224, 224), (3, 2, 1, 9)])
 def test_measure_on_cuda_equals_the_cpu_kernel(shape, window):
     activation = random_activation(shape, seed=sum(shape))
-    predictor = TilePredictor(window) if window else None
-    cpu_out, cpu_counts = measure(activation.clone(), predictor)
-    gpu_out, gpu_counts = measure(activation.cuda(), predictor)
-    assert torch.equal(cpu_counts, gpu_counts.cpu())
-    assert torch.equal(cpu_out, gpu_out.cpu())
+    predictor = make_predictor("tile", window) if window else None
+    cpu, gpu = measure(activation.clone(), predictor), measure(activation.cuda(), predictor)
+    assert torch.equal(cpu.counts, gpu.counts.cpu())
+    assert torch.allclose(cpu.masses, gpu.masses.cpu(), rtol=1e-9)
+    assert torch.equal(cpu.output, gpu.output.cpu())
+
+
+@pytest.mark.parametrize("kind", ["tile_oracle", "oracle", "random", "none"])
+def test_every_kind_on_cuda_equals_the_cpu_path(kind):
+    activation = random_activation((3, 4, 15, 13), seed=9)
+    predictor = make_predictor(kind, 3, seed=1)
+    cpu = measure(activation.clone(), predictor)
+    gpu = measure(activation.cuda(), predictor.cuda())
+    assert torch.equal(cpu.counts, gpu.counts.cpu())
+    assert torch.allclose(cpu.masses, gpu.masses.cpu(), rtol=1e-9)
+    assert torch.equal(cpu.output, gpu.output.cpu())
 
 
 def test_instrumented_resnet18_counts_equal_on_cpu_and_cuda():
@@ -32,7 +43,7 @@ def test_instrumented_resnet18_counts_equal_on_cpu_and_cuda():
     results = []
     for device in ("cpu", "cuda"):
         model.to(device)
-        with torch.inference_mode(), instrument(model, TilePredictor(3)) as net:
+        with torch.inference_mode(), instrument(model, uniform("tile", window=3)) as net:
             net(x.to(device))
             results.append([c.row() for c in net.layer_counts()])
     # convolutions differ in the last bits between devices (TF32 too): counts agree closely

@@ -9,7 +9,7 @@ from pipeline.config import DataConfig, ModelConfig
 from pipeline.data import load_eval_data
 from pipeline.evaluate import evaluate
 from pipeline.instrument import InstrumentedModel
-from pipeline.prediction import TilePredictor
+from pipeline.predictors import uniform
 
 LAYERS = {"alexnet_fmnist": 5, "vgg16_fmnist": 13, "resnet18_fmnist": 17}
 
@@ -21,7 +21,7 @@ def test_shipped_checkpoint_accuracy_on_the_full_test_set(name):
     model = build_model(ModelConfig(name=name, checkpoint=f"{name}.pt", input_size=[1, 28, 28], num_classes=10))
     data = load_eval_data(DataConfig(name="fashion_mnist"))
     assert data.size == 10_000
-    net = InstrumentedModel(model, TilePredictor(1))
+    net = InstrumentedModel(model, uniform("tile", window=1))
     result = evaluate(net, data, torch.device("cpu"), batch_size=1000, progress=False)
     assert result.images == 10_000
     assert result.top1 >= 0.91, f"{name}: top-1 {result.top1:.4f} < 0.91"

@@ -10,11 +10,11 @@ from bruteforce import KEYS, brute_force
 from torch import nn
 from torch.nn.modules import module as module_globals
 
-from pipeline import counts as counts_module
-from pipeline import kernels
 from pipeline.counts import LayerCounts
 from pipeline.instrument import instrument
-from pipeline.prediction import TilePredictor
+from pipeline.keys import COUNT_COLUMNS, SETTING_COLUMNS
+from pipeline.predictors import uniform
+from tests.conftest import use_counting_path
 
 
 def as_dict(counts: LayerCounts) -> dict[str, int]:
@@ -27,26 +27,6 @@ def as_dict(counts: LayerCounts) -> dict[str, int]:
 
 def without_others(counts: dict[str, int]) -> dict[str, int]:
     return {key: counts[key] for key in KEYS}
-
-
-def use_counting_path(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make every probe count through the fused C kernel, or through the pure-torch path."""
-    if path == "kernel":
-        if kernels.load() is None:
-            pytest.skip("no C compiler here: the counting kernel cannot be built")
-
-        def must_not_run(*_args: object) -> None:
-            raise AssertionError("a probe fell back to the torch path")
-
-        monkeypatch.setattr(counts_module, "measure_torch", must_not_run)
-    else:
-        monkeypatch.setattr(kernels, "load", lambda: None)
-
-
-@pytest.fixture(params=["kernel", "torch"])
-def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    use_counting_path(request.param, monkeypatch)
-    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +84,7 @@ def test_predicted_zeros_propagate_to_the_next_layer_by_hand(path: str) -> None:
     # (2,0) diag (2,0)=1 no; (2,2) diag 0,0 fires -> (2,3),(3,2) hits.
     # zero_diag 4, pred_hit 4, pred_miss 0. All-zero 2x2 windows at (0,2), (1,2), (2,2) -> 3; 3x3: 0.
     model = TwoConv().eval()
-    with torch.no_grad(), instrument(model, TilePredictor(2)) as net:
+    with torch.no_grad(), instrument(model, uniform("tile", window=2)) as net:
         output = net(X.clone())
     layer0, layer1 = net.layer_counts()
     windows = {"windows_1": 16, "windows_2": 9, "windows_3": 4, "windows_4": 1, "windows_5": 0}
@@ -136,7 +116,7 @@ def test_without_layer0_prediction_layer1_sees_a_different_input(path: str) -> N
     # scope = layer 1 only: layer 1 now receives the unpredicted X (the 5, 3 and 4 survive), so
     # its counts differ from the hand-worked ones above, and equal brute force on relu(conv2(X)).
     model = TwoConv().eval()
-    with torch.no_grad(), instrument(model, TilePredictor(2), layer=1) as net:
+    with torch.no_grad(), instrument(model, uniform("tile", window=2), layer=1) as net:
         output = net(X.clone())
     layer0, layer1 = net.layer_counts()
     assert (layer0.zero_diag, layer0.pred_hit, layer0.pred_miss) == (0, 0, 0)
@@ -171,7 +151,7 @@ def test_instrumenting_leaves_the_model_untouched(resnet18: nn.Module, images: t
     assert sum(hooks_before) == 0
     with torch.no_grad():
         plain = model(x)
-        with instrument(model, TilePredictor(3)) as net:
+        with instrument(model, uniform("tile", window=3)) as net:
             assert hook_state(model) == hooks_before
             predicted = net(x)
             assert hook_state(model) == hooks_before
@@ -189,7 +169,7 @@ def test_instrumenting_leaves_the_model_untouched(resnet18: nn.Module, images: t
 
 
 def test_instrumented_net_shares_the_parameters(resnet18: nn.Module) -> None:
-    with instrument(resnet18, TilePredictor(2)) as net:
+    with instrument(resnet18, uniform("tile", window=2)) as net:
         shared = {p.data_ptr() for p in net.parameters()}
     assert shared == {p.data_ptr() for p in resnet18.parameters()}
 
@@ -208,7 +188,7 @@ def baseline(resnet18: nn.Module, images: torch.Tensor) -> list[LayerCounts]:
 def test_only_the_scoped_layer_predicts(
     resnet18: nn.Module, images: torch.Tensor, baseline: list[LayerCounts], layer: str | int, index: int
 ) -> None:
-    with torch.no_grad(), instrument(resnet18, TilePredictor(2), layer=layer) as net:
+    with torch.no_grad(), instrument(resnet18, uniform("tile", window=2), layer=layer) as net:
         net(images)
     counts = net.layer_counts()
     assert net.scope == {index}
@@ -231,22 +211,22 @@ def test_only_the_scoped_layer_predicts(
 
 def test_unknown_layer_fails_listing_valid_ones(resnet18: nn.Module) -> None:
     with pytest.raises(ValueError, match=r"layer1\.0\.conv1.*layer4\.1\.conv2"):
-        with instrument(resnet18, TilePredictor(2), layer="layer5.0.conv1"):
+        with instrument(resnet18, uniform("tile", window=2), layer="layer5.0.conv1"):
             pass
     with pytest.raises(ValueError, match="0..16"):
-        with instrument(resnet18, TilePredictor(2), layer=17):
+        with instrument(resnet18, uniform("tile", window=2), layer=17):
             pass
 
 
 def test_model_without_predictable_layers_fails() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.ReLU())
     with pytest.raises(ValueError, match="no predictable layer"):
-        with instrument(model, TilePredictor(2)):
+        with instrument(model, uniform("tile", window=2)):
             pass
 
 
 def test_probe_call_mismatch_is_noticed() -> None:
-    with torch.no_grad(), instrument(TwoConv().eval(), TilePredictor(2)) as net:
+    with torch.no_grad(), instrument(TwoConv().eval(), uniform("tile", window=2)) as net:
         net(X.clone())
         net.graph_module(X.clone())  # probes run without a counted forward
         with pytest.raises(RuntimeError, match="ran 2 times in 1 forward"):
@@ -259,7 +239,7 @@ def test_probe_call_mismatch_is_noticed() -> None:
 def test_window_1_output_equals_plain_model(resnet18: nn.Module, images: torch.Tensor) -> None:
     with torch.no_grad():
         plain = resnet18(images)
-        with instrument(resnet18, TilePredictor(1)) as net:
+        with instrument(resnet18, uniform("tile", window=1)) as net:
             instrumented = net(images)
     assert torch.equal(instrumented, plain)
     for counts in net.layer_counts():
@@ -272,18 +252,22 @@ def test_counts_accumulate_across_batches(resnet18: nn.Module, images: torch.Ten
     first, second = images[:1], images[1:]
     rows = []
     for batches in ([first], [second], [first, second]):
-        with torch.no_grad(), instrument(resnet18, TilePredictor(3)) as net:
+        with torch.no_grad(), instrument(resnet18, uniform("tile", window=3)) as net:
             for batch in batches:
                 net(batch)
         rows.append([counts.row() for counts in net.layer_counts()])
-    numeric = [key for key, value in rows[0][0].items() if key not in ("index", "name", "convs", "macs_per_act")]
+    counted = [*COUNT_COLUMNS, "predictor_macs"]
     for one, two, both in zip(*rows, strict=True):
-        for key in numeric:
+        for key in counted:
             assert both[key] == one[key] + two[key], (both["name"], key)
+        for key in ("mass", "miss_mass"):  # float sums: equal up to rounding
+            assert both[key] == pytest.approx(one[key] + two[key], rel=1e-6), (both["name"], key)
+        assert [both[key] for key in SETTING_COLUMNS] == ["tile", 3, "diagonal", 0.0]
     # and the two-image batch gives the same sums as two one-image batches
-    with torch.no_grad(), instrument(resnet18, TilePredictor(3)) as net:
+    with torch.no_grad(), instrument(resnet18, uniform("tile", window=3)) as net:
         net(images)
-    assert [counts.row() for counts in net.layer_counts()] == rows[2]
+    for whole, split in zip(net.layer_counts(), rows[2], strict=True):
+        assert {key: whole.row()[key] for key in counted} == {key: split[key] for key in counted}
 
 
 # --- (e) cross-check on resnet18 against brute force, propagated by plain forward hooks ---------
@@ -319,7 +303,7 @@ def test_resnet18_counts_equal_brute_force(
     # every ReLU module of resnet18 feeds a predictable layer, so hook order = layer order
     use_counting_path(path, monkeypatch)
     x = images[:1]
-    with torch.no_grad(), instrument(resnet18, TilePredictor(3), layer=scope) as net:
+    with torch.no_grad(), instrument(resnet18, uniform("tile", window=3), layer=scope) as net:
         logits = net(x)
     counts = net.layer_counts()
     expected_logits, expected = reference_forward(resnet18, x, 3, net.scope)

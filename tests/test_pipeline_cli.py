@@ -18,11 +18,13 @@ from tests.cli import EXPERIMENT, REPO, client, run_pipeline, runs, store_args
 CONTRACT_METRICS = {
     "top1", "top5", "sparsity", "mac_saving", "images", "model_conv_macs_per_image",
     *(f"zero_window/{s}" for s in range(1, 6)),
-    *(f"frac/{k}" for k in ("pred_hit", "pred_miss", "zero_diag", "others")),
+    *(f"frac/{k}" for k in ("pred_hit", "pred_miss", "zero_diag", "others", "miss_mass")),
+    "predictor_mac_cost", "net_mac_saving",
 }  # fmt: skip
-CSV_COLUMNS = [
+CSV_COLUMNS = [  # contract sections 5, 7-9
     "index", "name", "convs", "macs_per_act", "acts", "zeros", "zero_diag", "pred_hit", "pred_miss",
     "others", "macs_saved", *(f"zero_windows_{s}" for s in range(1, 6)), *(f"windows_{s}" for s in range(1, 6)),
+    "predictor", "window", "pattern", "threshold", "mass", "miss_mass", "predictor_macs",
 ]  # fmt: skip
 LIMIT = "data.limit=300"
 
@@ -49,7 +51,7 @@ def test_sweep_leaves_five_finished_children_under_one_parent(sweep):
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {first_parent.info.run_id}
     assert sorted(int(r.data.params["window"]) for r in children) == [1, 2, 3, 4, 5]
     assert first.stdout.count("alexnet_fmnist window=") == 5
-    for key in ("layer=all", "mac_saving=", "top1=", "top5="):
+    for key in ("layer=all", " mac_saving=", "net_mac_saving=", "top1=", "top5=", "predictor=tile(diagonal)"):
         assert first.stdout.count(key) == 5
 
 

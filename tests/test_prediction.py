@@ -1,12 +1,17 @@
-"""Cross-neuron prediction (contract section 3): hand-worked tiles, brute force, fast vs mask path."""
+"""The predictor family (contract sections 3 and 7): hand-worked tiles for every kind, pattern,
+threshold and edge tile; brute-force cross-checks of every kind; the kernel equal to the torch
+reference. Every case runs through both counting paths (the ``path`` fixture, tests/conftest.py).
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from bruteforce import brute_force, random_activation
+from bruteforce import PATTERN_NAMES, brute_force, random_activation, rule_fired_tiles
 
-from pipeline.prediction import PATTERNS, Predictor, TilePredictor, build_predictor
+from pipeline.counts import MEASURED_KEYS, measure, measure_torch
+from pipeline.predictors import KINDS, PATTERNS, LayerInput, make_predictor, pattern_mask, register
+from pipeline.predictors.base import Predictor, PredictorConfig
 
 
 def as_map(rows: list[list[float]]) -> torch.Tensor:
@@ -14,19 +19,54 @@ def as_map(rows: list[list[float]]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32)[None, None]
 
 
-def fast(predictor: TilePredictor, activation: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-    """TilePredictor's fast path on a copy: (output, [zero_diag, pred_hit, pred_miss])."""
-    copy = activation.clone()
-    output, counts = predictor.apply(copy, copy == 0)
-    return output, counts.tolist()
+def run(predictor: Predictor | None, activation: torch.Tensor, first_image: int = 0):
+    """measure() on a copy: (output, {zero_diag, pred_hit, pred_miss, miss_mass, ...})."""
+    result = measure(activation.clone(), predictor, first_image)
+    counts = dict(zip(MEASURED_KEYS, result.counts.tolist(), strict=True))
+    counts["mass"], counts["miss_mass"] = result.masses.tolist()
+    return result.output, counts
 
 
-def generic(predictor: TilePredictor, activation: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-    """The generic mask-based Predictor.apply (the reference any fast path must agree with)."""
-    copy = activation.clone()
-    output, counts = Predictor.apply(predictor, copy, copy == 0)
-    return output, counts.tolist()
+def prediction(counts: dict) -> list[int]:
+    return [counts["zero_diag"], counts["pred_hit"], counts["pred_miss"]]
 
+
+# --- patterns, by hand -----------------------------------------------------------------------------
+
+PATTERN_3x3 = {
+    "diagonal": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+    "anti_diagonal": [[0, 0, 1], [0, 1, 0], [1, 0, 0]],
+    "checkerboard": [[1, 0, 1], [0, 1, 0], [1, 0, 1]],
+    "corners": [[1, 0, 1], [0, 0, 0], [1, 0, 1]],
+    "center": [[0, 0, 0], [0, 1, 0], [0, 0, 0]],
+    "cross": [[0, 1, 0], [1, 1, 1], [0, 1, 0]],
+}
+PATTERN_4x4 = {
+    "diagonal": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]],
+    "anti_diagonal": [[0, 0, 0, 1], [0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0]],
+    "checkerboard": [[1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1]],
+    "corners": [[1, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 1]],
+    "center": [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]],
+    "cross": [[0, 0, 1, 0], [0, 0, 1, 0], [1, 1, 1, 1], [0, 0, 1, 0]],
+}
+
+
+@pytest.mark.parametrize("name", PATTERN_NAMES)
+def test_pattern_cells_by_hand(name: str) -> None:
+    assert sorted(PATTERNS) == sorted(PATTERN_NAMES)
+    assert pattern_mask(name, 3).int().tolist() == PATTERN_3x3[name]
+    assert pattern_mask(name, 4).int().tolist() == PATTERN_4x4[name]
+    assert pattern_mask(name, 1).tolist() == [[True]]  # k = 1: the one cell, nothing to predict
+    assert make_predictor("tile", 1, pattern=name).predicts_nothing
+
+
+def test_checkerboard_at_2_is_the_diagonal_and_corners_at_2_cover_the_tile() -> None:
+    assert torch.equal(pattern_mask("checkerboard", 2), pattern_mask("diagonal", 2))
+    assert pattern_mask("corners", 2).all() and make_predictor("tile", 2, pattern="corners").predicts_nothing
+    assert not make_predictor("tile", 3, pattern="corners").predicts_nothing
+
+
+# --- the paper's rule and the tile kinds, by hand ------------------------------------------------
 
 # 4x4 map, k = 2: four full tiles; diagonal of tile (r, c) is (r, c), (r+1, c+1).
 MAP_4x4 = [
@@ -37,35 +77,35 @@ MAP_4x4 = [
 ]
 
 
-def test_4x4_window_2_by_hand() -> None:
+def test_4x4_window_2_by_hand(path: str) -> None:
     # tile (0,0): diag (0,0)=0,(1,1)=0 fires -> (0,1)=5 miss, (1,0)=0 hit
     # tile (0,2): diag (0,2)=0,(1,3)=0 fires -> (0,3)=0 hit, (1,2)=0 hit
     # tile (2,0): diag (2,0)=1             no fire
     # tile (2,2): diag (2,2)=0,(3,3)=0 fires -> (2,3)=3 miss, (3,2)=4 miss
-    # zero_diag = 2+2+2 = 6, pred_hit = 1+2+0 = 3, pred_miss = 1+0+2 = 3
-    expected_output = as_map([[0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
-    predictor = TilePredictor(2)
-    fire = predictor.fire(as_map(MAP_4x4) == 0)
-    assert fire.tolist() == [[[[True, True], [False, True]]]]  # (1, 1, 2, 2)
-    for path in (fast, generic):
-        output, counts = path(predictor, as_map(MAP_4x4))
-        assert counts == [6, 3, 3]
-        assert torch.equal(output, expected_output)
+    # zero_diag = 2+2+2 = 6, pred_hit = 1+2+0 = 3, pred_miss = 1+0+2 = 3; miss mass 5+3+4 = 12
+    output, counts = run(make_predictor("tile", 2), as_map(MAP_4x4))
+    assert prediction(counts) == [6, 3, 3]
+    assert counts["miss_mass"] == 12.0 and counts["mass"] == 13.0
+    assert torch.equal(output, as_map([[0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]))
 
 
-def test_4x4_window_2_anti_diagonal_by_hand() -> None:
+def test_4x4_window_2_anti_diagonal_by_hand(path: str) -> None:
     # anti-diagonal of tile (r, c): (r, c+1), (r+1, c)
     # tile (0,0): (0,1)=5                  no fire
     # tile (0,2): (0,3)=0,(1,2)=0  fires -> (0,2)=0 hit, (1,3)=0 hit
     # tile (2,0): (2,1)=0,(3,0)=0  fires -> (2,0)=1 miss, (3,1)=0 hit
     # tile (2,2): (2,3)=3                  no fire
-    # zero_diag = 4, pred_hit = 3, pred_miss = 1
-    expected_output = as_map([[0, 5, 0, 0], [0, 0, 0, 0], [0, 0, 0, 3], [0, 0, 4, 0]])
-    predictor = TilePredictor(2, "anti_diagonal")
-    for path in (fast, generic):
-        output, counts = path(predictor, as_map(MAP_4x4))
-        assert counts == [4, 3, 1]
-        assert torch.equal(output, expected_output)
+    output, counts = run(make_predictor("tile", 2, pattern="anti_diagonal"), as_map(MAP_4x4))
+    assert prediction(counts) == [4, 3, 1]
+    assert torch.equal(output, as_map([[0, 5, 0, 0], [0, 0, 0, 0], [0, 0, 0, 3], [0, 0, 4, 0]]))
+
+
+def test_4x4_tile_oracle_never_misses_by_hand(path: str) -> None:
+    # only tile (0,2) is all zero: it fires, zero_diag (0,2),(1,3); hits (0,3),(1,2); nothing else
+    output, counts = run(make_predictor("tile_oracle", 2), as_map(MAP_4x4))
+    assert prediction(counts) == [2, 2, 0]
+    assert counts["miss_mass"] == 0.0
+    assert torch.equal(output, as_map(MAP_4x4))  # only zeros were predicted
 
 
 # 5x5 map, k = 3: tiles at rows/cols {0, 3}; the right and bottom tiles are cut by the border.
@@ -76,9 +116,14 @@ MAP_5x5 = [
     [0, 0, 0, 1, 0],
     [5, 0, 6, 0, 0],
 ]
-
-
-def test_5x5_window_3_edge_tiles_cut_by_hand() -> None:
+OUT_5x5 = {  # what the network receives after the prediction, per pattern (k = 3)
+    "diagonal": [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]],
+    "corners": [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 9, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]],
+    "checkerboard": [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 9, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]],
+    "center": [[0] * 5] * 5,
+    "cross": [[0, 7, 0, 0, 0], [2, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [5, 0, 6, 0, 0]],
+}
+COUNTS_5x5 = {  # (zero_diag, pred_hit, pred_miss, miss_mass), worked out below
     # tile (0,0) 3x3: diag (0,0),(1,1),(2,2) all 0, fires;
     #   others (0,1)=7 m, (0,2)=0 h, (1,0)=2 m, (1,2)=0 h, (2,0)=0 h, (2,1)=0 h -> zd 3, h 4, m 2
     # tile (0,3) 3x2: in-bounds diag (0,3)=0,(1,4)=0 ((2,5) is padding, never blocks), fires;
@@ -86,100 +131,223 @@ def test_5x5_window_3_edge_tiles_cut_by_hand() -> None:
     # tile (3,0) 2x3: in-bounds diag (3,0)=0,(4,1)=0, fires;
     #   others (3,1)=0 h, (3,2)=0 h, (4,0)=5 m, (4,2)=6 m                          -> zd 2, h 2, m 2
     # tile (3,3) 2x2: diag (3,3)=1, no fire
-    # zero_diag 7, pred_hit 9, pred_miss 5: 14 predicted cells, all in bounds (padding never counts)
-    expected_output = as_map([[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]])
-    predictor = TilePredictor(3)
-    assert predictor.fire(as_map(MAP_5x5) == 0).tolist() == [[[[True, True], [True, False]]]]
-    for path in (fast, generic):
-        output, counts = path(predictor, as_map(MAP_5x5))
-        assert counts == [7, 9, 5]
-        assert torch.equal(output, expected_output)
+    "diagonal": (7, 9, 5, 7 + 2 + 9 + 5 + 6),
+    # corners (0,0),(0,2),(2,0),(2,2) of each tile:
+    # tile (0,0): corners all 0, fires; others (0,1)=7 m,(1,0)=2 m,(1,1),(1,2),(2,1) h -> zd 4, h 3, m 2
+    # tile (0,3): in-bounds corners (0,3)=0,(2,3)=9: no fire
+    # tile (3,0): in-bounds corners (3,0)=0,(3,2)=0 fire; others (3,1) h,(4,0)=5 m,(4,1) h,(4,2)=6 m
+    #                                                                                   -> zd 2, h 2, m 2
+    # tile (3,3): in-bounds corner (3,3)=1: no fire
+    "corners": (6, 5, 4, 7 + 2 + 5 + 6),
+    # (i + j) even: (0,0),(0,2),(1,1),(2,0),(2,2)
+    # tile (0,0): all 0, fires; others (0,1)=7 m,(1,0)=2 m,(1,2) h,(2,1) h             -> zd 5, h 2, m 2
+    # tile (0,3): (2,3)=9 among them: no fire; tile (3,3): (3,3)=1: no fire
+    # tile (3,0): in-bounds (3,0),(3,2),(4,1) all 0, fire; others (3,1) h,(4,0) m,(4,2) m -> zd 3, h 1, m 2
+    "checkerboard": (8, 3, 4, 7 + 2 + 5 + 6),
+    # the center (1,1) of each tile: (1,1), (1,4), (4,1), (4,4), all 0 and in bounds: every tile fires
+    # tile (0,0): 8 others, 7 at (0,1) and 2 at (1,0) miss                               -> zd 1, h 6, m 2
+    # tile (0,3): 5 others, 9 at (2,3) misses; tile (3,0): 5 others, 5 and 6 miss; tile (3,3): 3 others, 1
+    "center": (4, 6 + 4 + 3 + 2, 2 + 1 + 2 + 1, 7 + 2 + 9 + 5 + 6 + 1),
+    # the middle row and column of each tile: (0,1),(1,0),(1,1),(1,2),(2,1) in tile (0,0)
+    # tile (0,0): (0,1)=7: no fire; tile (3,0): (4,0)=5: no fire
+    # tile (0,3): in-bounds (0,4),(1,3),(1,4),(2,4) all 0, fire; others (0,3) h,(2,3)=9 m -> zd 4, h 1, m 1
+    # tile (3,3): in-bounds (3,4),(4,3),(4,4) all 0, fire; other (3,3)=1 m               -> zd 3, h 0, m 1
+    "cross": (7, 1, 2, 9 + 1),
+}
+
+
+@pytest.mark.parametrize("pattern", sorted(COUNTS_5x5))
+def test_5x5_window_3_every_pattern_with_edge_tiles_by_hand(pattern: str, path: str) -> None:
+    output, counts = run(make_predictor("tile", 3, pattern=pattern), as_map(MAP_5x5))
+    zero_diag, hit, miss, lost = COUNTS_5x5[pattern]
+    assert prediction(counts) == [zero_diag, hit, miss]
+    assert counts["miss_mass"] == lost
+    assert counts["mass"] == 7 + 2 + 9 + 1 + 5 + 6
+    assert torch.equal(output, as_map(OUT_5x5[pattern]))
+
+
+# 4x4 map with small values for the threshold: (0,0)=0.05 and (1,1)=0.1 are near zero.
+MAP_NEAR_ZERO = [
+    [0.05, 5, 0, 0],
+    [0, 0.1, 0, 0],
+    [1, 0, 0.2, 3],
+    [0, 0, 4, 0],
+]
+
+
+@pytest.mark.parametrize(
+    "threshold, expected",
+    [
+        # t = 0: the paper's rule; (0,0) = 0.05 blocks tile (0,0), (2,2) = 0.2 blocks (2,2)
+        # only tile (0,2) fires: zd (0,2),(1,3); hits (0,3),(1,2)
+        (0.0, ([2, 2, 0], 0.0, [[0.05, 5, 0, 0], [0, 0.1, 0, 0], [1, 0, 0.2, 3], [0, 0, 4, 0]])),
+        # t = 0.1 (a value equal to t counts as near zero): tile (0,0) fires too, its pattern cells
+        # 0.05 and 0.1 are zero_diag and keep their values; (0,1)=5 miss, (1,0)=0 hit
+        (0.1, ([4, 3, 1], 5.0, [[0.05, 0, 0, 0], [0, 0.1, 0, 0], [1, 0, 0.2, 3], [0, 0, 4, 0]])),
+        # t = 0.25: tile (2,2) fires as well: (2,3)=3 and (3,2)=4 miss
+        (0.25, ([6, 3, 3], 12.0, [[0.05, 0, 0, 0], [0, 0.1, 0, 0], [1, 0, 0.2, 0], [0, 0, 0, 0]])),
+        # t = 2: tile (2,0) with (2,0)=1 and (3,1)=0 fires; (2,1)=0 and (3,0)=0 are hits
+        (2.0, ([8, 5, 3], 12.0, [[0.05, 0, 0, 0], [0, 0.1, 0, 0], [1, 0, 0.2, 0], [0, 0, 0, 0]])),
+    ],
+)
+def test_threshold_by_hand(threshold: float, expected: tuple, path: str) -> None:
+    counts_expected, lost, out = expected
+    output, counts = run(make_predictor("tile", 2, threshold=threshold), as_map(MAP_NEAR_ZERO))
+    assert prediction(counts) == counts_expected
+    assert counts["miss_mass"] == pytest.approx(lost)
+    assert torch.equal(output, as_map(out))
+
+
+def test_threshold_at_window_1_counts_near_zero_cells_as_zero_diag(path: str) -> None:
+    # k = 1: each cell is its own tile and pattern cell; cells <= t are zero_diag, nothing predicted
+    output, counts = run(make_predictor("tile", 1, threshold=0.1), as_map(MAP_NEAR_ZERO))
+    assert prediction(counts) == [9 + 2, 0, 0]  # 9 zeros, and 0.05, 0.1
+    assert torch.equal(output, as_map(MAP_NEAR_ZERO))
+
+
+def test_center_edge_tiles_without_an_in_bounds_pattern_cell_never_fire(path: str) -> None:
+    # all-zero 4x4 map, k = 3, center: tile (0,0) has its center (1,1) and fires (8 hits);
+    # tiles (0,3), (3,0), (3,3) have their centers (1,4), (4,1), (4,4) outside the map: they never
+    # fire although every cell they have is zero. The same for the tile oracle.
+    zeros = torch.zeros(1, 1, 4, 4)
+    for kind in ("tile", "tile_oracle"):
+        _, counts = run(make_predictor(kind, 3, pattern="center"), zeros)
+        assert prediction(counts) == [1, 8, 0], kind
+
+
+def test_anti_diagonal_tile_without_in_bounds_pattern_cell_does_not_fire(path: str) -> None:
+    # 3x3 map without zeros, k = 2: the corner tile (2,2) is cut to the single cell (2,2); its
+    # anti-diagonal cells (2,3) and (3,2) are both padding: no evidence, no firing.
+    activation = as_map([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    output, counts = run(make_predictor("tile", 2, pattern="anti_diagonal", threshold=100.0), activation)
+    # with t = 100 every in-bounds pattern cell qualifies: tiles (0,0), (0,2), (2,0) fire, (2,2) does not
+    # tile (0,0): pattern (0,1),(1,0), predicted (0,0),(1,1); tile (0,2): pattern (1,2), predicted (0,2);
+    # tile (2,0): pattern (2,1), predicted (2,0)
+    assert prediction(counts) == [4, 0, 4]
+    assert torch.equal(output, as_map([[0, 2, 0], [4, 0, 6], [0, 8, 9]]))
 
 
 @pytest.mark.parametrize("transpose", [False, True], ids=["1xn", "nx1"])
-def test_1_by_n_map_window_3_by_hand(transpose: bool) -> None:
+def test_1_by_n_map_window_3_by_hand(transpose: bool, path: str) -> None:
     # 1x7 map, k = 3: tiles at cols 0, 3, 6, each one row high, so only the diagonal cell
     # (top, left) of each tile is in bounds.
-    # tile 0: (0,0)=0 fires -> (0,1)=3 miss, (0,2)=0 hit
-    # tile 3: (0,3)=4 no fire
+    # tile 0: (0,0)=0 fires -> (0,1)=3 miss, (0,2)=0 hit; tile 3: (0,3)=4 no fire;
     # tile 6: (0,6)=0 fires, but has no in-bounds non-diagonal cell
-    # zero_diag 2, pred_hit 1, pred_miss 1. The 7x1 map is the same by symmetry of the diagonal.
     activation = as_map([[0, 3, 0, 4, 0, 0, 0]])
     expected_output = as_map([[0, 0, 0, 4, 0, 0, 0]])
     if transpose:
-        activation, expected_output = activation.transpose(2, 3), expected_output.transpose(2, 3)
-    for path in (fast, generic):
-        output, counts = path(TilePredictor(3), activation)
-        assert counts == [2, 1, 1]
-        assert torch.equal(output, expected_output)
+        activation, expected_output = activation.transpose(2, 3).contiguous(), expected_output.transpose(2, 3)
+    output, counts = run(make_predictor("tile", 3), activation)
+    assert prediction(counts) == [2, 1, 1]
+    assert torch.equal(output, expected_output)
 
 
-def test_map_smaller_than_window_by_hand() -> None:
+def test_map_smaller_than_window_by_hand(path: str) -> None:
     # 2x3 map, k = 5: one tile, cut to 2x3; in-bounds diagonal (0,0)=0,(1,1)=0 fires;
     # others (0,1)=8 miss, (0,2)=1 miss, (1,0)=0 hit, (1,2)=0 hit -> zd 2, hit 2, miss 2
     activation = as_map([[0, 8, 1], [0, 0, 0]])
-    for path in (fast, generic):
-        output, counts = path(TilePredictor(5), activation)
-        assert counts == [2, 2, 2]
-        assert torch.equal(output, torch.zeros_like(activation))
-    # 1x1 map, any k: the single cell is the diagonal; nothing to predict
-    for k in (2, 3, 6):
+    output, counts = run(make_predictor("tile", 5), activation)
+    assert prediction(counts) == [2, 2, 2]
+    assert torch.equal(output, torch.zeros_like(activation))
+    for k in (2, 3, 6):  # 1x1 map, any k: the single cell is the diagonal; nothing to predict
         for value, zero_diag in ((0.0, 1), (2.0, 0)):
-            output, counts = fast(TilePredictor(k), as_map([[value]]))
-            assert counts == [zero_diag, 0, 0]
+            output, counts = run(make_predictor("tile", k), as_map([[value]]))
+            assert prediction(counts) == [zero_diag, 0, 0]
             assert output.item() == value
 
 
-def test_window_1_predicts_nothing() -> None:
-    # k = 1: every cell is diagonal, so no cell is ever predicted; the map is unchanged.
-    activation = as_map(MAP_5x5)
-    for path in (fast, generic):
-        output, counts = path(TilePredictor(1), activation)
-        assert counts[1:] == [0, 0]  # pred_hit, pred_miss
-        assert torch.equal(output, activation)
-
-
-def test_window_1_zero_diag_is_every_zero_cell() -> None:
+def test_window_1_predicts_nothing_and_zero_diag_is_every_zero_cell(path: str) -> None:
     # Contract section 3: with k = 1 every cell is a tile and its own diagonal; a tile fires when
-    # its diagonal cell is 0, and section 4 counts zero_diag = diagonal cells of firing tiles.
-    # MAP_5x5 has 25 cells, 6 nonzero (7, 2, 9, 1, 5, 6): zero_diag = 19 = zeros.
-    # (Regression: the fast path's k = 1 shortcut used to return zero_diag 0; fixed in dfa5195.)
-    activation = as_map(MAP_5x5)
-    assert generic(TilePredictor(1), activation)[1] == [19, 0, 0]
-    assert fast(TilePredictor(1), activation)[1] == [19, 0, 0]
+    # its diagonal cell is 0. MAP_5x5 has 25 cells, 6 nonzero: zero_diag = 19 = zeros.
+    for kind in ("tile", "tile_oracle"):
+        output, counts = run(make_predictor(kind, 1), as_map(MAP_5x5))
+        assert prediction(counts) == [19, 0, 0]
+        assert torch.equal(output, as_map(MAP_5x5))
 
 
-def test_anti_diagonal_tile_without_in_bounds_pattern_cell_does_not_fire() -> None:
-    # 3x3 map without zeros, k = 2: the corner tile (2,2) is cut to the single cell (2,2); its
-    # anti-diagonal cells (2,3) and (3,2) are both padding. Nothing was computed as zero, so
-    # nothing is predicted (a tile with no in-bounds pattern cell never fires).
-    activation = as_map([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
-    output, counts = fast(TilePredictor(2, "anti_diagonal"), activation)
-    assert counts == [0, 0, 0]
-    assert torch.equal(output, activation)
+def test_oracle_and_none_by_hand(path: str) -> None:
+    # oracle: every zero cell is predicted (19 hits, nothing missed), no pattern cell; the map is unchanged
+    output, counts = run(make_predictor("oracle"), as_map(MAP_5x5))
+    assert prediction(counts) == [0, 19, 0] and counts["miss_mass"] == 0.0
+    assert torch.equal(output, as_map(MAP_5x5))
+    for predictor in (make_predictor("none"), None):
+        output, counts = run(predictor, as_map(MAP_5x5))
+        assert prediction(counts) == [0, 0, 0] and counts["zeros"] == 19
+        assert torch.equal(output, as_map(MAP_5x5))
 
 
-def test_fire_and_masks_shapes() -> None:
-    predictor = TilePredictor(3)
-    zero = torch.zeros(2, 4, 7, 11, dtype=torch.bool)
-    assert predictor.fire(zero).shape == (2, 4, 3, 4)  # ceil(7/3), ceil(11/3)
-    basis, predicted = predictor.masks(zero)
-    assert basis.shape == predicted.shape == zero.shape
-    assert not (basis & predicted).any()
+# --- the random control --------------------------------------------------------------------------
 
 
-def test_bad_window_and_pattern_fail_loudly() -> None:
-    with pytest.raises(ValueError, match="window"):
-        TilePredictor(0)
-    with pytest.raises(ValueError, match="diagonal"):  # lists the known patterns
-        TilePredictor(2, "spiral")
-    with pytest.raises(ValueError, match="anti_diagonal"):
-        build_predictor("spiral", 2)
-    assert isinstance(build_predictor("diagonal", 3), TilePredictor)
-    assert build_predictor("anti_diagonal", 3).pattern_name == "anti_diagonal"
+def fired_tiles(predictor, activation: torch.Tensor, first_image: int = 0) -> dict:
+    """The random predictor's firing tiles per (image, channel), as brute_force takes them."""
+    fire = predictor.fire(LayerInput(activation, activation == 0, first_image))
+    k = predictor.window
+    return {
+        (n, c): [(r * k, q * k) for r, q in fire[n, c].nonzero().tolist()]
+        for n in range(fire.shape[0])
+        for c in range(fire.shape[1])
+    }
 
 
-# --- random inputs of awkward sizes -------------------------------------------------------------
+@pytest.mark.parametrize("pattern", ["diagonal", "center", "anti_diagonal"])
+@pytest.mark.parametrize("window", [2, 3, 4])
+def test_random_fires_as_many_tiles_per_map_as_the_rule_among_eligible_tiles(
+    window: int, pattern: str, path: str
+) -> None:
+    activation = random_activation((3, 4, 11, 9), seed=window)
+    predictor = make_predictor("random", window, pattern=pattern, seed=5)
+    chosen = fired_tiles(predictor, activation)
+    rule = rule_fired_tiles(activation, window, pattern)
+    for key, tiles in chosen.items():
+        assert len(tiles) == len(rule[key]), key  # the same budget in every channel map
+        for top, left in tiles:  # only tiles with an in-bounds pattern cell
+            assert any(top + i < 11 and left + j < 9 for i, j in pattern_mask(pattern, window).nonzero().tolist())
+    # counts as the tile rule would take them on those tiles (contract section 7: "as tile")
+    expected, expected_output = brute_force(activation, window, pattern, kind="random", fired_tiles=chosen)
+    output, counts = run(predictor, activation)
+    assert {key: counts[key] for key in MEASURED_KEYS if key != "predictor_macs"} == {
+        key: expected[key] for key in MEASURED_KEYS if key != "predictor_macs"
+    }
+    assert counts["miss_mass"] == pytest.approx(expected["miss_mass"])
+    assert torch.equal(output, expected_output)
+
+
+def test_random_is_seeded_and_does_not_depend_on_the_batch_split() -> None:
+    activation = random_activation((6, 3, 10, 10), seed=1)
+    predictor = make_predictor("random", 3, seed=7)
+    whole = fired_tiles(predictor, activation)
+    first, second = fired_tiles(predictor, activation[:2]), fired_tiles(predictor, activation[2:], first_image=2)
+    split = {**first, **{(n + 2, c): tiles for (n, c), tiles in second.items()}}
+    assert whole == split
+    assert whole == fired_tiles(make_predictor("random", 3, seed=7), activation)  # the same seed, the same draw
+    assert whole != fired_tiles(make_predictor("random", 3, seed=8), activation)  # another seed, another draw
+
+
+def test_random_control_hits_less_often_than_the_rule_on_real_activations() -> None:
+    # the shipped AlexNet twin on 200 Fashion-MNIST test images, diagonal 3x3 in every layer
+    from pipeline.config import DataConfig, ModelConfig
+    from pipeline.data import load_eval_data
+    from pipeline.instrument import instrument
+    from pipeline.models import build_model
+    from pipeline.predictors import uniform
+
+    model = build_model(ModelConfig(name="alexnet_fmnist", checkpoint="alexnet_fmnist.pt", input_size=[1, 28, 28],
+                                    num_classes=10))  # fmt: skip
+    images = load_eval_data(DataConfig(name="fashion_mnist", limit=200)).images
+    measured = {}
+    for kind in ("tile", "random"):
+        with torch.inference_mode(), instrument(model, uniform(kind, window=3, seed=0)) as net:
+            net(images)
+            measured[kind] = net.layer_counts()
+    for rule, control in zip(measured["tile"], measured["random"], strict=True):
+        rule_rate = rule.pred_hit / (rule.pred_hit + rule.pred_miss)
+        control_rate = control.pred_hit / (control.pred_hit + control.pred_miss)
+        assert control_rate < rule_rate, rule.name  # hits less often
+        assert control.miss_mass > rule.miss_mass, rule.name  # destroys more activation mass
+
+
+# --- brute force and kernel cross-checks on random inputs of awkward sizes ------------------------
 
 SHAPES = [
     (1, 1, 4, 4),
@@ -196,56 +364,94 @@ SHAPES = [
 WINDOWS = [1, 2, 3, 4, 5, 6]
 
 
-def shape_id(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape))
+def near_zero_values(activation: torch.Tensor) -> torch.Tensor:
+    """Some small positive values, so that thresholds matter."""
+    return torch.where((activation > 0) & (activation < 0.4), activation * 0.25, activation)
 
 
-@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+CASES = [("tile", pattern, 0.0) for pattern in PATTERN_NAMES]
+CASES += [("tile", "diagonal", 0.05), ("tile", "checkerboard", 0.1), ("tile", "cross", 0.3)]
+CASES += [("tile_oracle", pattern, 0.0) for pattern in ("diagonal", "corners", "center")]
+
+
+@pytest.mark.parametrize("kind, pattern, threshold", CASES, ids=lambda v: str(v))
 @pytest.mark.parametrize("window", WINDOWS)
-@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
-def test_fast_apply_equals_mask_path(shape: tuple[int, ...], window: int, pattern: str) -> None:
-    activation = random_activation(shape, seed=window * 100 + len(shape_id(shape)))
-    predictor = TilePredictor(window, pattern)
-    fast_output, fast_counts = fast(predictor, activation)
-    mask_output, mask_counts = generic(predictor, activation)
-    assert torch.equal(fast_output, mask_output)
-    assert fast_counts == mask_counts
+def test_every_tile_kind_equals_brute_force(
+    kind: str, pattern: str, threshold: float, window: int, path: str
+) -> None:
+    params = {"pattern": pattern, **({"threshold": threshold} if kind == "tile" else {})}
+    predictor = make_predictor(kind, window, **params)
+    for number, shape in enumerate(SHAPES):
+        activation = near_zero_values(random_activation(shape, seed=100 * window + number))
+        expected, expected_output = brute_force(activation, window, pattern, kind=kind, threshold=threshold)
+        output, counts = run(predictor, activation)
+        assert {key: counts[key] for key in MEASURED_KEYS[:-1]} == {key: expected[key] for key in MEASURED_KEYS[:-1]}
+        assert counts["mass"] == pytest.approx(expected["mass"], rel=1e-6)
+        assert counts["miss_mass"] == pytest.approx(expected["miss_mass"], rel=1e-6, abs=1e-6)
+        assert torch.equal(output, expected_output), shape
+        if kind == "tile_oracle":
+            assert counts["pred_miss"] == 0
 
 
-@pytest.mark.parametrize("pattern", sorted(PATTERNS))
-@pytest.mark.parametrize("window", WINDOWS)
-@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
-def test_mask_path_equals_brute_force(shape: tuple[int, ...], window: int, pattern: str) -> None:
-    activation = random_activation(shape, seed=7 + window)
-    expected, expected_output = brute_force(activation, window, pattern)
-    output, counts = generic(TilePredictor(window, pattern), activation)
-    assert counts == [expected["zero_diag"], expected["pred_hit"], expected["pred_miss"]]
-    assert torch.equal(output, expected_output)
-    # the masks themselves: basis = diagonal cells of firing tiles, predicted = the rest of them
-    basis, predicted = TilePredictor(window, pattern).masks(activation == 0)
-    assert int(basis.sum()) == expected["zero_diag"]
-    assert int(predicted.sum()) == expected["pred_hit"] + expected["pred_miss"]
-    assert torch.equal(predicted & (activation != 0), activation != expected_output)  # the misses
+@pytest.mark.parametrize("kind", ["oracle", "none"])
+def test_oracle_and_none_equal_brute_force(kind: str, path: str) -> None:
+    predictor = make_predictor(kind)
+    for number, shape in enumerate(SHAPES):
+        activation = random_activation(shape, seed=number)
+        expected, expected_output = brute_force(activation, None if kind == "none" else 1, kind=kind)
+        output, counts = run(predictor, activation)
+        assert {key: counts[key] for key in MEASURED_KEYS[:-1]} == {key: expected[key] for key in MEASURED_KEYS[:-1]}
+        assert torch.equal(output, expected_output)
+        if kind == "oracle":
+            assert counts["pred_hit"] == counts["zeros"] and counts["pred_miss"] == counts["zero_diag"] == 0
 
 
-def test_fast_apply_on_non_contiguous_activation() -> None:
-    # channels_last and transposed views take the masked_fill path; results are unchanged
-    for shape, window in (((2, 3, 6, 6), 3), ((2, 3, 7, 5), 2)):
-        activation = random_activation(shape, seed=3)
-        expected, expected_output = brute_force(activation, window)
-        for variant in (
-            activation.contiguous(memory_format=torch.channels_last),
-            activation.transpose(2, 3).contiguous().transpose(2, 3),
-        ):
-            assert not variant.is_contiguous()
-            output, counts = fast(TilePredictor(window), variant)
-            assert counts == [expected["zero_diag"], expected["pred_hit"], expected["pred_miss"]]
-            assert torch.equal(output, expected_output)
+@pytest.mark.parametrize("kind, pattern, threshold", CASES, ids=lambda v: str(v))
+def test_kernel_equals_the_torch_reference(kind: str, pattern: str, threshold: float) -> None:
+    # a larger map with many planes: the kernel's chunking, against the masks of the reference
+    activation = near_zero_values(random_activation((4, 9, 30, 23), seed=3, blocks=8))
+    params = {"pattern": pattern, **({"threshold": threshold} if kind == "tile" else {})}
+    for window in (1, 2, 3, 5, 7):
+        predictor = make_predictor(kind, window, **params)
+        fast, reference = measure(activation.clone(), predictor), measure_torch(activation.clone(), predictor)
+        assert fast.counts.tolist() == reference.counts.tolist(), window
+        assert torch.allclose(fast.masses, reference.masses, rtol=1e-6, atol=1e-6)
+        assert torch.equal(fast.output, reference.output)
 
 
-def test_apply_zeroes_in_place() -> None:
-    # the output may be the activation itself, modified in place; counts come from `zero`
+def test_masks_shapes_and_disjoint() -> None:
+    zero = torch.rand(2, 4, 7, 11) < 0.6
+    activation = torch.where(zero, 0.0, 1.0)
+    for kind in sorted(KINDS):
+        predictor = make_predictor(kind, 3)
+        basis, predicted = predictor.masks(LayerInput(activation, zero))
+        assert basis.shape == predicted.shape == zero.shape, kind
+        assert not (basis & predicted).any(), kind
+
+
+# --- registry and errors ---------------------------------------------------------------------------
+
+
+def test_kinds_are_registered_once_and_unknown_names_list_the_known_ones() -> None:
+    assert {"none", "tile", "tile_oracle", "oracle", "random"} <= set(KINDS)
+    with pytest.raises(ValueError, match="registered twice"):
+        register("tile", PredictorConfig)(type("Again", (Predictor,), {}))
+    with pytest.raises(ValueError, match="tile_oracle"):
+        make_predictor("spiral")
+    with pytest.raises(ValueError, match="window"):
+        make_predictor("tile", 0)
+    with pytest.raises(Exception, match="checkerboard"):  # lists the known patterns
+        make_predictor("tile", 2, pattern="spiral")
+    with pytest.raises(ValueError, match="threshold"):
+        make_predictor("tile", 2, threshold=-0.1)
+
+
+def test_apply_zeroes_in_place_but_not_under_autograd() -> None:
     activation = as_map(MAP_4x4)
-    output, _ = TilePredictor(2).apply(activation, activation == 0)
-    assert output.data_ptr() == activation.data_ptr()
-    assert activation[0, 0, 0, 1] == 0  # the 5 was predicted
+    result = measure(activation, make_predictor("tile", 2))
+    assert result.output.data_ptr() == activation.data_ptr() and activation[0, 0, 0, 1] == 0
+    leaf = as_map(MAP_4x4).requires_grad_()
+    result = measure(leaf * 1.0, make_predictor("tile", 2))
+    assert leaf[0, 0, 0, 1] == 5  # the input is untouched
+    result.output.sum().backward()  # gradients flow through the cells that are kept, not the predicted ones
+    assert leaf.grad[0, 0, 0, 1] == 0 and leaf.grad[0, 0, 2, 0] == 1

@@ -9,11 +9,15 @@
  *      S_1 = z, S_s[e] = S_{s-1}[e] & S_{s-1}[e-1] & S_{s-1}[e-W] & S_{s-1}[e-W-1] & (row, col >= s-1);
  *      the four (s-1)-squares ending at (r, c), (r, c-1), (r-1, c), (r-1, c-1) cover the s-square.
  *      Branch-free loops over bytes: the compiler vectorizes them.
- *   3. k x k tile prediction with a k x k pattern (the paper's diagonal): a tile fires when all
- *      its in-bounds pattern cells are zero (a tile without one never fires); its other in-bounds
- *      cells are predicted (pred_hit when 0, pred_miss otherwise) and, when `apply` is set, the
- *      whole tile is zeroed in place (its pattern cells are zero already).
- * out[0..8] += zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5.
+ *   3. k x k tile prediction with a k x k pattern (contract sections 3 and 7). A tile with an
+ *      in-bounds pattern cell fires when
+ *        mode 1 (tile):        every in-bounds pattern cell has a value <= threshold;
+ *        mode 2 (tile_oracle): every in-bounds cell of the tile is 0.
+ *      Its other in-bounds cells are predicted (pred_hit when 0, pred_miss otherwise) and, when
+ *      `apply` is set, zeroed in place; its pattern cells keep their values. Mode 0: no prediction.
+ * out[0..8] += zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5;
+ * mass[0..1] += sum of the values, sum of the values of pred_miss cells (double). Float sums are
+ * taken per chunk and added in chunk order, so they do not depend on the thread count.
  * Chunks are split over `threads` OpenMP threads. The pure-torch path in pipeline/counts.py is
  * the reference this kernel is tested against.
  */
@@ -22,11 +26,13 @@
 #include <string.h>
 
 #define NOUT 9
+#define NMASS 2
 #define CHUNK 16384
 
 typedef struct {
     int64_t h, w, hw, k, chunk_planes, tiles;
-    int apply;
+    int mode, apply;
+    float threshold;
     uint8_t *edge;       /* [chunk_planes * hw] min(row, col, 5): s-windows end where edge >= s-1 */
     int32_t *tile_of;    /* [chunk_planes * hw] the tile of each cell (numbered through the chunk) */
     uint8_t *other;      /* [chunk_planes * hw] not a pattern cell (predicted when its tile fires) */
@@ -39,6 +45,7 @@ typedef struct {
     float *data;
     int64_t first, last; /* planes */
     int64_t out[NOUT];
+    double *mass;        /* [chunks * NMASS] per-chunk float sums, indexed by global chunk */
 } job_t;
 
 /* S_s from S_{s-1} (see the header); returns how many s x s windows are all zero. */
@@ -55,8 +62,29 @@ static int64_t square_step(const uint8_t *restrict in, uint8_t *restrict next, c
     return count;
 }
 
+/* sum of x[e] (where mask[e], when a mask is given) in double, from float sums of SUM_BLOCK cells
+   (vectorized; a float sum of at most SUM_BLOCK non-negative values loses no more than ~1e-7 of it) */
+#define SUM_BLOCK 1024
+static double block_sum(const float *restrict x, const uint8_t *restrict mask, int64_t n) {
+    double total = 0.0;
+    for (int64_t start = 0; start < n; start += SUM_BLOCK) {
+        const int64_t stop = n - start < SUM_BLOCK ? n : start + SUM_BLOCK;
+        float part = 0.0f;
+        if (mask) {
+#pragma omp simd reduction(+ : part)
+            for (int64_t e = start; e < stop; e++) part += mask[e] ? x[e] : 0.0f;
+        } else {
+#pragma omp simd reduction(+ : part)
+            for (int64_t e = start; e < stop; e++) part += x[e];
+        }
+        total += (double)part;
+    }
+    return total;
+}
+
 static void measure_chunk(const layout_t *lay, float *x, int64_t nplanes, uint8_t *restrict z,
-                          uint8_t *restrict a, uint8_t *restrict b, int32_t *restrict fire, int64_t *out) {
+                          uint8_t *restrict a, uint8_t *restrict b, int32_t *restrict fire, int64_t *out,
+                          double *mass) {
     const int64_t n = nplanes * lay->hw, w = lay->w;
     int32_t count = 0;
     for (int64_t e = 0; e < n; e++) {
@@ -65,6 +93,7 @@ static void measure_chunk(const layout_t *lay, float *x, int64_t nplanes, uint8_
     }
     out[0] += count;
     out[4] += count; /* 1x1 all-zero windows are the zero cells */
+    mass[0] += block_sum(x, NULL, n);
 
     const uint8_t *in = z;
     uint8_t *next = a;
@@ -74,31 +103,50 @@ static void measure_chunk(const layout_t *lay, float *x, int64_t nplanes, uint8_
         next = (next == a) ? b : a;
     }
 
-    if (lay->k <= 1) return;
-    /* fire per tile (a scatter over the pattern cells), then the fired flag of every cell
+    if (lay->mode == 0) return;
+    const float t = lay->threshold;
+    if (lay->k <= 1) { /* 1x1 tiles: each cell is its own pattern cell, nothing is predicted */
+        int32_t fired = 0;
+        if (lay->mode == 2 || t == 0.0f) {
+            fired = count;
+        } else {
+#pragma omp simd reduction(+ : fired)
+            for (int64_t e = 0; e < n; e++) fired += x[e] <= t;
+        }
+        out[1] += fired;
+        return;
+    }
+    /* fire per tile (a scatter over the cells the rule reads), then the fired flag of every cell
        (a gather), then branch-free counting and zeroing over the whole chunk (vectorized) */
     uint8_t *restrict fired = a; /* the window buffers are free again */
     const int64_t ntiles = nplanes * lay->tiles, npattern = nplanes * lay->npattern;
     const int32_t *restrict basis = lay->basis, *restrict tile_of = lay->tile_of;
-    for (int64_t t = 0; t < ntiles; t++) fire[t] = basis[t] > 0;
-    for (int64_t m = 0; m < npattern; m++) fire[lay->pattern_tile[m]] &= z[lay->pattern_cells[m]];
+    for (int64_t tile = 0; tile < ntiles; tile++) fire[tile] = basis[tile] > 0;
+    if (lay->mode == 1 && t == 0.0f) { /* the paper's rule: pattern cells equal to 0 */
+        for (int64_t m = 0; m < npattern; m++) fire[lay->pattern_tile[m]] &= z[lay->pattern_cells[m]];
+    } else if (lay->mode == 1) {
+        for (int64_t m = 0; m < npattern; m++) fire[lay->pattern_tile[m]] &= x[lay->pattern_cells[m]] <= t;
+    } else {
+        for (int64_t e = 0; e < n; e++) fire[tile_of[e]] &= z[e];
+    }
     int64_t zero_diag = 0;
-    for (int64_t t = 0; t < ntiles; t++) zero_diag += fire[t] * basis[t];
-    for (int64_t e = 0; e < n; e++) fired[e] = (uint8_t)fire[tile_of[e]]; /* a vector gather */
+    for (int64_t tile = 0; tile < ntiles; tile++) zero_diag += fire[tile] * basis[tile];
     const uint8_t *restrict other_cell = lay->other;
+    for (int64_t e = 0; e < n; e++) fired[e] = (uint8_t)fire[tile_of[e]] & other_cell[e]; /* predicted */
     int32_t predicted = 0, hit = 0;
     for (int64_t e = 0; e < n; e++) {
-        uint8_t other = fired[e] & other_cell[e];
-        predicted += other;
-        hit += other & z[e];
+        predicted += fired[e];
+        hit += fired[e] & z[e];
     }
+    const double lost = block_sum(x, fired, n); /* zero cells add nothing: the pred_miss mass */
     if (lay->apply) {
         uint32_t *restrict bits = (uint32_t *)x; /* -fno-strict-aliasing: float bits as integers */
-        for (int64_t e = 0; e < n; e++) bits[e] &= (uint32_t)fired[e] - 1u; /* fired: +0.0f */
+        for (int64_t e = 0; e < n; e++) bits[e] &= (uint32_t)fired[e] - 1u; /* predicted: +0.0f */
     }
     out[1] += zero_diag;
     out[2] += hit;
     out[3] += predicted - hit;
+    mass[1] += lost;
 }
 
 static int run_job(job_t *job) { /* 0 on success */
@@ -110,16 +158,19 @@ static int run_job(job_t *job) { /* 0 on success */
     uint8_t *z = buffer, *a = z + n, *b = a + n;
     for (int64_t p = job->first; p < job->last; p += lay->chunk_planes) {
         int64_t nplanes = job->last - p < lay->chunk_planes ? job->last - p : lay->chunk_planes;
-        measure_chunk(lay, job->data + p * lay->hw, nplanes, z, a, b, fire, job->out);
+        double *mass = job->mass + (p / lay->chunk_planes) * NMASS;
+        measure_chunk(lay, job->data + p * lay->hw, nplanes, z, a, b, fire, job->out, mass);
     }
     free(buffer);
     free(fire);
     return 0;
 }
 
-static int build_layout(layout_t *lay, int64_t h, int64_t w, int64_t k, const uint8_t *pattern, int apply) {
+static int build_layout(layout_t *lay, int64_t h, int64_t w, int64_t k, const uint8_t *pattern, int mode,
+                        float threshold, int apply) {
     memset(lay, 0, sizeof(*lay));
-    lay->h = h; lay->w = w; lay->hw = h * w; lay->k = k; lay->apply = apply;
+    lay->h = h; lay->w = w; lay->hw = h * w; lay->k = k; lay->mode = mode; lay->threshold = threshold;
+    lay->apply = apply;
     lay->chunk_planes = lay->hw >= CHUNK ? 1 : CHUNK / lay->hw;
     int64_t n = lay->chunk_planes * lay->hw;
     lay->edge = (uint8_t *)malloc((size_t)n);
@@ -130,7 +181,7 @@ static int build_layout(layout_t *lay, int64_t h, int64_t w, int64_t k, const ui
             lay->edge[r * w + c] = (uint8_t)(m < 5 ? m : 5);
         }
     for (int64_t q = 1; q < lay->chunk_planes; q++) memcpy(lay->edge + q * lay->hw, lay->edge, (size_t)lay->hw);
-    if (k <= 1) return 0;
+    if (mode == 0 || k <= 1) return 0;
     int64_t th = (h + k - 1) / k, tw = (w + k - 1) / k;
     lay->tiles = th * tw;
     int64_t cp = lay->chunk_planes, tiles = lay->tiles, hw = lay->hw;
@@ -167,13 +218,17 @@ static void free_layout(layout_t *lay) {
     free(lay->edge); free(lay->tile_of); free(lay->other); free(lay->basis); free(lay->pattern_cells); free(lay->pattern_tile);
 }
 
-/* Returns 0 on success. k = 0: no prediction (a layer out of scope). */
-int cnp_measure(float *data, int64_t planes, int64_t h, int64_t w, int64_t k, const uint8_t *pattern,
-                int apply, int threads, int64_t *out) {
+/* Returns 0 on success. mode 0: statistics only (a layer that predicts nothing); 1: tile rule with
+   `threshold`; 2: tile oracle. `pattern` is the k x k pattern (uint8), read in modes 1 and 2. */
+int cnp_measure(float *data, int64_t planes, int64_t h, int64_t w, int64_t k, const uint8_t *pattern, int mode,
+                float threshold, int apply, int threads, int64_t *out, double *mass) {
     if (planes <= 0 || h <= 0 || w <= 0) return 0;
+    if (mode != 0 && k < 1) return 2;
     layout_t lay;
-    if (build_layout(&lay, h, w, k, pattern, apply)) { free_layout(&lay); return 1; }
+    if (build_layout(&lay, h, w, k, pattern, mode, threshold, apply)) { free_layout(&lay); return 1; }
     int64_t chunks = (planes + lay.chunk_planes - 1) / lay.chunk_planes;
+    double *chunk_mass = (double *)calloc((size_t)(chunks * NMASS), sizeof(double));
+    if (!chunk_mass) { free_layout(&lay); return 1; }
     if (threads < 1) threads = 1;
     if (threads > chunks) threads = (int)chunks;
     int failed = 0;
@@ -182,17 +237,21 @@ int cnp_measure(float *data, int64_t planes, int64_t h, int64_t w, int64_t k, co
        thread pool: no second set of threads competing with torch's for the cores. */
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : failed)
     for (int t = 0; t < threads; t++) {
-        job_t job = {&lay, data, chunks * t / threads * lay.chunk_planes, chunks * (t + 1) / threads * lay.chunk_planes, {0}};
+        job_t job = {&lay, data, chunks * t / threads * lay.chunk_planes, chunks * (t + 1) / threads * lay.chunk_planes,
+                     {0}, chunk_mass};
         if (job.last > planes) job.last = planes;
         if (run_job(&job) != 0) failed += 1;
 #pragma omp critical
         {
             for (int i = 0; i < NOUT; i++) total[i] += job.out[i];
-            if (k == 1 && pattern[0]) total[1] += job.out[0]; /* 1x1 tiles: every zero is a zero diagonal */
         }
     }
-    if (!failed)
+    if (!failed) {
         for (int i = 0; i < NOUT; i++) out[i] += total[i];
+        for (int64_t c = 0; c < chunks; c++) /* in chunk order: the same sums for any thread count */
+            for (int i = 0; i < NMASS; i++) mass[i] += chunk_mass[c * NMASS + i];
+    }
+    free(chunk_mass);
     free_layout(&lay);
     return failed != 0;
 }

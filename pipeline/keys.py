@@ -1,0 +1,57 @@
+"""Every tracked key: MLflow tags, params and metrics, and the columns of ``layers.csv``.
+
+The pipeline writes these keys and the analysis reads them; both import this module, which imports
+neither torch nor mlflow, so the analysis stays light. The meaning of every number is in
+``docs/measurements.md`` (and the measurement contract it follows).
+"""
+
+from __future__ import annotations
+
+WINDOW_SIZES = (1, 2, 3, 4, 5)  # all-zero window sizes s of contract section 4
+
+# tags --------------------------------------------------------------------------------------------
+SWEEP_TAG = "sweep"  # the multirun's sweep dir: parent and children share it
+PARENT_TAG = "sweep.parent"  # "true" on a sweep's parent run
+PARENT_RUN_TAG = "mlflow.parentRunId"
+CONFIG_HASH_TAG = "config_hash"  # a job's identity (resume)
+ANALYSIS_TAG = "analysis"  # "true" on an analysis run
+BASELINE_TAG = "baseline"  # "true" when the job predicts nothing in any layer (the drops' reference)
+
+# params ------------------------------------------------------------------------------------------
+# The swept keys by their short names; ``predictor`` is the kind, ``predictor.<field>`` its parameters
+# (``predictor.layers``: the per-layer table as compact JSON, ``{}`` when there is none).
+JOB_PARAMS = ("model", "data", "window", "layer", "limit", "seed", "predictor")
+PREDICTOR_PARAMS = ("predictor.pattern", "predictor.threshold", "predictor.layers", "predictor.checkpoint")
+SPLIT_PARAM = "split"  # which split of the data was evaluated (test = evaluation, train = calibration)
+RECOVER_PARAM = "recover"  # none, bn, finetune (contract section 9)
+
+# metrics (contract sections 5, 7, 8) --------------------------------------------------------------
+BREAKDOWN_KEYS = ("pred_hit", "pred_miss", "zero_diag", "others")
+RATE_METRICS = (
+    "sparsity",
+    *(f"zero_window/{s}" for s in WINDOW_SIZES),
+    *(f"frac/{key}" for key in BREAKDOWN_KEYS),
+    "frac/miss_mass",
+    "mac_saving",
+    "predictor_mac_cost",
+    "net_mac_saving",
+)
+RUN_METRICS = ("top1", "top5", *RATE_METRICS, "images", "model_conv_macs_per_image")
+
+
+def layer_metric(name: str, key: str) -> str:
+    """The per-layer metric of ``key`` at layer ``name``: ``layer/<name>/<key>``."""
+    return f"layer/{name}/{key}"
+
+
+# layers.csv (contract sections 5, 7, 8, 9) ---------------------------------------------------------
+COUNT_COLUMNS = (
+    "acts", "zeros", "zero_diag", "pred_hit", "pred_miss", "others", "macs_saved",
+    *(f"zero_windows_{s}" for s in WINDOW_SIZES),
+    *(f"windows_{s}" for s in WINDOW_SIZES),
+)  # fmt: skip
+SETTING_COLUMNS = ("predictor", "window", "pattern", "threshold")  # what was applied at the layer
+CSV_COLUMNS = (
+    "index", "name", "convs", "macs_per_act", *COUNT_COLUMNS,
+    *SETTING_COLUMNS, "mass", "miss_mass", "predictor_macs",
+)  # fmt: skip

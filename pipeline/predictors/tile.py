@@ -1,0 +1,79 @@
+"""Kind ``tile``: the paper's rule generalized to any pattern and a threshold (contract sections 3, 7).
+
+Each k x k tile computes its pattern cells first; when every in-bounds pattern cell has a value
+<= ``threshold``, the tile *fires* and its other in-bounds cells are predicted zero. With the
+diagonal pattern and threshold 0 this is the paper's cross-neuron prediction. With k = 1 nothing
+is predicted (every cell is a pattern cell), and every cell <= threshold counts as zero_diag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from pipeline.layers import PredictableLayer
+from pipeline.predictors.base import BuildContext, KernelSpec, LayerInput, Plan, Predictor, PredictorConfig, register
+from pipeline.predictors.patterns import Pattern, pattern_mask
+from pipeline.predictors.tiles import cell_masks, fire_where_all
+
+KERNEL_MAX_WINDOW = 64  # larger tiles take the torch path
+
+
+@dataclass
+class TileConfig(PredictorConfig):
+    kind: str = "tile"
+    pattern: Pattern = Pattern.diagonal
+    threshold: float = 0.0  # a pattern cell "is zero" when its value is <= threshold
+
+    def __post_init__(self) -> None:
+        if not self.threshold >= 0:  # also refuses nan
+            raise ValueError(f"predictor.threshold must be >= 0, got {self.threshold}")
+
+
+class TileRule(Predictor):
+    """Shared by the tile kinds: k x k tiles of one pattern, a firing rule per kind."""
+
+    tiled = True
+
+    def __init__(self, plan: Plan, layer: PredictableLayer, context: BuildContext) -> None:
+        super().__init__(plan, layer, context)
+        if plan.window is None or plan.window < 1:
+            raise ValueError(f"window must be an integer >= 1, got {plan.window}")
+        self.window = int(plan.window)
+        self.pattern_name = str(plan.get("pattern", "diagonal"))
+        self.pattern = pattern_mask(self.pattern_name, self.window)  # (k, k) bool
+
+    @classmethod
+    def plan_predicts_nothing(cls, plan: Plan) -> bool:
+        """k = 1, or a pattern that covers the whole tile (corners at k = 2): nothing left to predict."""
+        return bool(pattern_mask(str(plan.get("pattern", "diagonal")), int(plan.window or 1)).all())
+
+    def fire(self, x: LayerInput) -> Tensor:
+        """(N, C, th, tw) bool: which tiles fire."""
+        raise NotImplementedError
+
+    def masks(self, x: LayerInput) -> tuple[Tensor, Tensor]:
+        return cell_masks(self.fire(x), self.window, self.pattern_name, tuple(x.activation.shape))
+
+    def kernel_pattern(self) -> Tensor:
+        return self.pattern.to(torch.uint8).contiguous()
+
+
+@register("tile", TileConfig)
+class TilePredictor(TileRule):
+    """Fires when every in-bounds pattern cell is <= threshold."""
+
+    def __init__(self, plan: Plan, layer: PredictableLayer, context: BuildContext) -> None:
+        super().__init__(plan, layer, context)
+        self.threshold = float(plan.get("threshold", 0.0))
+
+    def fire(self, x: LayerInput) -> Tensor:
+        ok = x.zero if self.threshold == 0 else x.activation <= self.threshold  # ReLU outputs are >= 0
+        return fire_where_all(ok, self.window, self.pattern_name, self.pattern)
+
+    def kernel_spec(self) -> KernelSpec | None:
+        if self.window > KERNEL_MAX_WINDOW:
+            return None
+        return KernelSpec(1, self.window, self.kernel_pattern(), self.threshold)
