@@ -274,15 +274,19 @@ def test_counts_accumulate_across_batches(resnet18: nn.Module, images: torch.Ten
 
 
 def reference_forward(
-    model: nn.Module, x: torch.Tensor, window: int, scope: set[int]
+    model: nn.Module, x: torch.Tensor, window: int, scope: set[int], table: dict[int, dict] | None = None
 ) -> tuple[torch.Tensor, list[dict[str, int]]]:
     """Run ``model`` with forward hooks on its ReLU modules that replace each ReLU output by the
-    brute-force prediction (layer index = order in which ReLUs run). Hooks are removed after."""
+    brute-force prediction (layer index = order in which ReLUs run). Hooks are removed after.
+
+    ``table``: per-layer brute_force keyword arguments (window, pattern, kind, threshold) that
+    replace the uniform ``window`` at those layers."""
     records: list[dict[str, int]] = []
 
     def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         index = len(records)
-        counts, predicted = brute_force(output, window if index in scope else None)
+        settings = (table or {}).get(index, {"window": window})
+        counts, predicted = brute_force(output, **settings) if index in scope else brute_force(output, None)
         records.append(counts)
         return predicted
 
@@ -313,3 +317,50 @@ def test_resnet18_counts_equal_brute_force(
         assert got.others == want["others"], got.name
     assert sum(c.pred_hit + c.pred_miss for c in counts) > 0
     assert torch.equal(logits, expected_logits)
+
+
+def test_per_layer_table_equals_brute_force_layer_by_layer(
+    resnet18: nn.Module, images: torch.Tensor, path: str
+) -> None:
+    # a preset-style table: by index and by name, another kind, another pattern and threshold, one layer off
+    from pipeline.predictors import factory
+
+    table = {
+        "0": {"window": 2},
+        "layer1.0.conv2": {"pattern": "checkerboard", "threshold": 0.05},
+        "5": {"kind": "none"},
+        "7": {"kind": "tile_oracle", "window": 4, "pattern": "cross"},
+        "layer4.1.conv2": {"kind": "oracle"},
+    }
+    reference = {
+        0: {"window": 2},
+        2: {"window": 3, "pattern": "checkerboard", "threshold": 0.05},
+        5: {"window": None},
+        7: {"window": 4, "pattern": "cross", "kind": "tile_oracle"},
+        16: {"window": 1, "kind": "oracle"},
+    }
+    x = images[:1]
+    predictors = factory({"kind": "tile", "layers": table}, window=3)
+    with torch.no_grad(), instrument(resnet18, predictors) as net:
+        logits = net(x)
+    counts = net.layer_counts()
+    expected_logits, expected = reference_forward(resnet18, x, 3, net.scope, reference)
+    for got, want in zip(counts, expected, strict=True):
+        assert as_dict(got) == without_others(want), got.name
+        assert got.miss_mass == pytest.approx(want["miss_mass"], rel=1e-6), got.name
+    assert torch.equal(logits, expected_logits)
+    settings = [c.setting for c in counts]
+    assert settings[0] == {"predictor": "tile", "window": 2, "pattern": "diagonal", "threshold": 0.0}
+    assert settings[2] == {"predictor": "tile", "window": 3, "pattern": "checkerboard", "threshold": 0.05}
+    assert settings[5] == {"predictor": "none", "window": "", "pattern": "", "threshold": ""}
+    assert settings[7] == {"predictor": "tile_oracle", "window": 4, "pattern": "cross", "threshold": ""}
+    assert settings[16] == {"predictor": "oracle", "window": "", "pattern": "", "threshold": ""}
+    assert settings[1] == {"predictor": "tile", "window": 3, "pattern": "diagonal", "threshold": 0.0}
+
+
+def test_each_layer_owns_its_predictor_module(resnet18: nn.Module) -> None:
+    with instrument(resnet18, uniform("random", window=3)) as net:
+        predictors = net.predictors()
+        assert len({id(p) for p in predictors}) == len(predictors) == 17
+        probes = [name for name, _ in net.named_modules() if name.endswith(".predictor")]
+        assert len(probes) == 17  # submodules: they follow .to() and state_dict
