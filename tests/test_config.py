@@ -51,11 +51,37 @@ def test_every_model_config_builds_with_its_layer_structure(model):
     assert list(cfg.model.input_size) == ([1, 28, 28] if model.endswith("_fmnist") else [3, 224, 224])
 
 
+def preset_jobs(experiment: str, *arguments: str) -> list[list[str]]:
+    """The override lists of every job of a preset's sweep, expanded as its sweeper does."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import HydraContext
+
+    from hydra_plugins.cnp_union_sweeper.union_sweeper import UnionSweeper
+
+    cfg = composed(f"experiment={experiment}", *arguments, multirun=True)
+    sweeper = UnionSweeper(None, dict(cfg.hydra.sweeper.params or {}), list(cfg.hydra.sweeper.get("grids") or []))
+    sweeper.hydra_context = HydraContext(ConfigLoaderImpl(create_config_search_path(str(CONF))), None)
+    return sweeper.jobs([f"experiment={experiment}", *arguments])
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_preset_composes(experiment):
-    cfg = composed(f"experiment={experiment}", "data.root=/somewhere", multirun=True)
-    assert cfg.hydra.sweeper.params, "a preset defines the sweep it stands for"
-    validate(cfg)
+def test_every_experiment_preset_composes_job_by_job(experiment):
+    jobs = preset_jobs(experiment, "data.root=/somewhere")
+    assert len(jobs) > 1, "a preset defines the sweep it stands for"
+    for job in jobs:
+        validate(composed(*job))
+
+
+def test_union_sweeper_runs_each_grid_once_with_the_command_line_on_top():
+    jobs = preset_jobs("layers_fmnist")
+    assert [j for j in jobs if "window=1" in j] == [["model=alexnet_fmnist", "window=1", "experiment=layers_fmnist"]]
+    assert len(jobs) == 1 + 4 * 5  # the baseline once, then windows 2..5 x layers 0..4
+    jobs = preset_jobs("predictors_fmnist", "model=vgg16_fmnist")  # the command line replaces params' model
+    assert {j[0] for j in jobs} == {"model=vgg16_fmnist"}
+    kinds = [next(o for o in j if o.startswith("predictor=")) for j in jobs]
+    assert kinds[:2] == ["predictor=none", "predictor=oracle"]
+    assert len(jobs) == len({tuple(sorted(j)) for j in jobs}) == 2 + 5 + 3 + 4 + 3 + 3 + 3
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
