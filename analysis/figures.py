@@ -1,13 +1,18 @@
-"""The paper's figures (measurement contract, section 6) drawn from the tidy runs of :mod:`analysis.load`.
+"""The figures, drawn from the tidy runs of :mod:`analysis.load` (docs/measurements.md, "Figures").
 
-Every function takes the runs (after :func:`analysis.summary.with_baseline`) and returns a
-matplotlib Figure; :func:`render` draws them all and writes each in every requested format.
+:data:`FIGURES` registers each figure with the runs it draws (its ``select``) and what those must
+be (``needs``); :func:`render` draws every figure whose selection is not empty, writes it in every
+requested format, and says why it skipped the others. A new figure is one function and one entry.
 
 - ``fig2_zero_windows``: all-zero s x s windows (stride 1) of the baseline runs, per model.
 - ``fig5_breakdown``: pred-hit / pred-miss / zero-diag / others as % of activations, per window.
 - ``fig6_mac_savings``: MAC saving per window, grouped by model.
 - ``fig7_accuracy``: top-1 and top-5 per window, 1x1 = the unmodified network.
 - ``fig_layers``: one layer in scope at a time (layer sweeps): MAC saving and top-1 drop per layer.
+- ``fig_tradeoff``: net MAC saving against top-1 drop, one point per run of any predictor, with the
+  oracle's saving as the limit and the Pareto front marked.
+
+Figures 2, 5, 6, 7 and the per-layer view are the paper's: they draw the paper's rule only.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -25,6 +31,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from analysis.summary import baselines, is_paper_rule, paper_view  # noqa: E402
 
 BREAKDOWN = (  # bottom to top, as in the paper's Figure 5
     ("frac/pred_hit", "pred-hit (predicted, was 0)"),
@@ -205,23 +213,121 @@ def fig_layers(runs: pd.DataFrame) -> Figure:
     return fig
 
 
-FIGURES: dict[str, Callable[[pd.DataFrame], Figure]] = {
-    "fig2_zero_windows": fig2_zero_windows,
-    "fig5_breakdown": fig5_breakdown,
-    "fig6_mac_savings": fig6_mac_savings,
-    "fig7_accuracy": fig7_accuracy,
+KIND_COLORS = {"none": "0.55", "tile": "#0173b2", "tile_oracle": "#029e73", "random": "#d55e00",
+               "oracle": "black", "learned": "#cc78bc"}  # fmt: skip
+PATTERN_MARKERS = {"diagonal": "o", "anti_diagonal": "v", "checkerboard": "s", "corners": "D", "center": "P",
+                   "cross": "X", "": "*"}  # fmt: skip
+
+
+def fig_tradeoff(runs: pd.DataFrame) -> Figure:
+    """Net MAC saving against top-1 drop: one point per run (colour = kind, marker = pattern), the
+    oracle's saving as the limit (dotted), the Pareto front of the plotted points (dashed, ringed)."""
+    from analysis.summary import pareto
+
+    labels = list(dict.fromkeys(runs["label"]))
+    fig, axes = _panels(len(labels), width=3.3, height=3.0, sharey=False)
+    seen: dict[str, object] = {}
+    for ax, label in zip(axes, labels, strict=False):
+        part = runs[runs["label"] == label].assign(
+            drop=lambda f: 100 * f["top1_drop"], saving=lambda f: 100 * f["net_mac_saving"]
+        )
+        limit = part[part["predictor"] == "oracle"]
+        if len(limit):
+            value = float(limit["saving"].max())
+            ax.axhline(value, color="black", linestyle=":", linewidth=1)
+            ax.annotate(f"oracle limit {value:.1f}%", (1, value), xycoords=("axes fraction", "data"), ha="right",
+                        va="bottom", fontsize=6)  # fmt: skip
+        points = part[part["predictor"] != "oracle"]
+        for (kind, pattern), group in points.groupby(["predictor", "pattern"], sort=False):
+            name = f"{kind.replace('_', ' ')} {pattern}".strip()
+            handle = ax.scatter(group["drop"], group["saving"], s=22, color=KIND_COLORS.get(kind, "#ca9161"),
+                                marker=PATTERN_MARKERS.get(pattern, "o"), edgecolor="white", linewidth=0.4,
+                                zorder=3)  # fmt: skip
+            seen.setdefault(name, handle)
+        front = points[pareto(points)].sort_values("drop")
+        if len(front):
+            ax.step(front["drop"], front["saving"], where="post", color="0.2", linestyle="--", linewidth=0.8)
+            ax.scatter(front["drop"], front["saving"], s=60, facecolor="none", edgecolor="0.2", linewidth=0.8,
+                       zorder=4)  # fmt: skip
+        ax.axvline(0, color="0.6", linewidth=0.6)
+        ax.set(title=textwrap.fill(label, 34), xlabel="top-1 drop (points)", ylabel="net MAC saving (%)")
+        ax.set_ylim(bottom=min(0.0, float(part["saving"].min()) - 1))
+    handles = list(seen.values())
+    fig.legend(handles, list(seen), loc="outside lower center", ncols=min(4, max(1, len(handles))), frameon=False,
+               fontsize=7, title="predictor (colour: kind, marker: pattern; ringed: Pareto front)")  # fmt: skip
+    fig.suptitle(_title("Net MAC saving against accuracy, every predictor", runs))
+    return fig
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A figure: its drawing, the runs it draws, and what it needs (said when it is skipped)."""
+
+    draw: Callable[[pd.DataFrame], Figure]
+    select: Callable[[pd.DataFrame], pd.DataFrame]
+    needs: str
+
+
+def _paper(runs: pd.DataFrame, windows: int = 1) -> pd.DataFrame:
+    view = paper_view(runs)
+    return view[(view["layer"] == "all") & (view["window"] >= windows)]
+
+
+def _accuracy(runs: pd.DataFrame) -> pd.DataFrame:
+    view = _paper(runs)
+    return view if (view["window"] >= 2).any() else view.iloc[:0]
+
+
+def _layer_sweep(runs: pd.DataFrame) -> pd.DataFrame:
+    rule = runs[is_paper_rule(runs)]
+    return rule[(rule["layer"] != "all") & (rule["window"] >= 2) & rule["top1_drop"].notna()]
+
+
+def _tradeoff(runs: pd.DataFrame) -> pd.DataFrame:
+    chosen = runs[(runs["layer"] == "all") & runs["top1_drop"].notna()]
+    return chosen if (~chosen["baseline"]).any() else chosen.iloc[:0]
+
+
+PAPER_RUNS = "runs of the paper's rule (predictor=tile, pattern diagonal, threshold 0) with layer=all"
+FIGURES: dict[str, FigureSpec] = {
+    "fig2_zero_windows": FigureSpec(
+        fig2_zero_windows,
+        lambda runs: baselines(runs)[lambda f: f["layer"] == "all"],
+        "a baseline run (predictor=none, or window=1) with layer=all",
+    ),
+    "fig5_breakdown": FigureSpec(fig5_breakdown, lambda runs: _paper(runs, 2), f"{PAPER_RUNS} at window >= 2"),
+    "fig6_mac_savings": FigureSpec(fig6_mac_savings, lambda runs: _paper(runs, 2), f"{PAPER_RUNS} at window >= 2"),
+    "fig7_accuracy": FigureSpec(fig7_accuracy, _accuracy, f"{PAPER_RUNS} at window >= 2"),
+    "fig_layers": FigureSpec(
+        fig_layers,
+        _layer_sweep,
+        "a layer sweep of the paper's rule (layer=<index or name>, window >= 2) and its baseline",
+    ),
+    "fig_tradeoff": FigureSpec(
+        fig_tradeoff, _tradeoff, "layer=all runs of a predictor that predicts something, and their baseline"
+    ),
 }
 
 
-def render(runs: pd.DataFrame, folder: Path, formats: tuple[str, ...]) -> list[Path]:
-    """Draw every figure of ``runs`` into ``folder`` (``fig_layers`` only when layer sweeps exist)."""
+def select(runs: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """The runs of every figure the runs support, and {skipped figure: what it needs}."""
+    chosen: dict[str, pd.DataFrame] = {}
+    skipped: dict[str, str] = {}
+    for name, spec in FIGURES.items():
+        part = spec.select(runs)
+        if part.empty:
+            skipped[name] = f"needs {spec.needs}"
+        else:
+            chosen[name] = part
+    return chosen, skipped
+
+
+def render(chosen: dict[str, pd.DataFrame], folder: Path, formats: tuple[str, ...]) -> list[Path]:
+    """Draw the figures of :func:`select` into ``folder``, each in every format; returns the files."""
     sns.set_theme(context="paper", style="whitegrid")
-    figures = dict(FIGURES)
-    if ((runs["layer"] != "all") & (runs["window"] >= 2)).any():
-        figures["fig_layers"] = fig_layers
     written: list[Path] = []
-    for name, draw in figures.items():
-        fig = draw(runs)
+    for name, part in chosen.items():
+        fig = FIGURES[name].draw(part)
         try:
             for fmt in formats:
                 path = folder / f"{name}.{fmt}"

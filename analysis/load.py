@@ -3,15 +3,19 @@
 Only FINISHED job runs count: sweep parents (tag ``sweep.parent=true``), analysis runs (tag
 ``analysis=true``) and runs without the job params are left out. The filters (sweep, model, data)
 apply first; then, when one configuration was run more than once (same ``config_hash`` tag), the
-run that started last counts. Runs of different configurations that still share model, data,
-limit, seed, predictor, window and layer (say, another checkpoint) cannot share a bar: the latest
-counts there too, with a warning.
+run that started last counts. Runs of different configurations that still share every key of
+:data:`SETTING`, window and layer (say, another checkpoint) cannot share a point: the latest counts
+there too, with a warning.
 
 Columns: ``run_id, start_time, config_hash, sweep, model, data, window (int), layer (str: all, a
-name or an index), limit (Int64, <NA> = every image), seed (int), predictor, label`` (the model's
-display name, qualified by data/limit/seed/predictor where one model has runs with several of them,
-and by the data set whenever the runs span several),
-then every metric under its MLflow key (``top1``, ``frac/pred_hit``, ``layer/<name>/mac_saving``, ...).
+name or an index), limit (Int64, <NA> = every image), seed (int), split, predictor`` (the kind),
+``pattern, threshold`` (empty / NaN where the kind has none), ``layers`` (the per-layer table as
+JSON, ``{}`` when there is none), ``recover``, ``baseline`` (bool: the run predicts nothing), then
+``label`` (the model's display name, qualified by data/limit/seed/split where one model has runs
+with several of them, and by the data set whenever the runs span several) and ``setting`` (the
+predictor and its parameters: ``diagonal 3x3``, ``oracle``, ...), then every metric under its MLflow
+key (``top1``, ``frac/pred_hit``, ``layer/<name>/mac_saving``, ...). Runs recorded before the
+predictor family (param ``predictor`` = a pattern name) read as kind ``tile`` with threshold 0.
 """
 
 from __future__ import annotations
@@ -30,13 +34,21 @@ from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.tracking import MlflowClient
 
 from analysis.config import AnalysisConfig, AnalysisError
+from pipeline.keys import (
+    ANALYSIS_TAG,
+    BASELINE_TAG,
+    CONFIG_HASH_TAG,
+    JOB_PARAMS,
+    PARENT_TAG,
+    RECOVER_PARAM,
+    SPLIT_PARAM,
+    SWEEP_TAG,
+)
 
-PARENT_TAG = "sweep.parent"
-ANALYSIS_TAG = "analysis"
-CONFIG_HASH_TAG = "config_hash"
-SWEEP_TAG = "sweep"
-JOB_PARAMS = ("model", "data", "window", "layer", "limit", "seed", "predictor")
-SETTING = ("model", "data", "limit", "seed", "predictor")  # one curve of a figure: all but window and layer
+MODEL_SETTING = ("model", "data", "limit", "seed", "split")  # one model's evaluation: a baseline's key
+PREDICTOR_SETTING = ("predictor", "pattern", "threshold", "layers", "recover")  # what was predicted, and how
+SETTING = (*MODEL_SETTING, *PREDICTOR_SETTING)  # one curve of a figure: all but window and layer
+LEGACY_PATTERNS = ("diagonal", "anti_diagonal")  # param `predictor` before the predictor family
 PAPER_ORDER = ("alexnet", "vgg16", "resnet18")
 DISPLAY_NAMES = {"alexnet": "AlexNet", "vgg16": "VGG-16", "resnet18": "ResNet-18"}
 DEFAULT_URI = "sqlite:///outputs/mlflow.db"  # conf/analysis.yaml; only used to shorten hints
@@ -115,9 +127,14 @@ def job_row(run: Run) -> dict[str, object] | None:
     try:
         window, seed = int(params["window"]), int(params["seed"])
         limit = None if params["limit"] in ("null", "None", "") else int(params["limit"])
+        threshold = _number(params.get("predictor.threshold"))
     except ValueError:
         print(f"warning: run {run.info.run_id} has unreadable params {dict(params)}; left out", file=sys.stderr)
         return None
+    kind, pattern = params["predictor"], params.get("predictor.pattern", "")
+    if kind in LEGACY_PATTERNS:  # recorded before the predictor family: the tile rule with that pattern
+        kind, pattern, threshold = "tile", kind, 0.0
+    baseline = tags.get(BASELINE_TAG)
     row: dict[str, object] = {
         "run_id": run.info.run_id,
         "start_time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
@@ -129,28 +146,69 @@ def job_row(run: Run) -> dict[str, object] | None:
         "layer": params["layer"],
         "limit": limit,
         "seed": seed,
-        "predictor": params["predictor"],
+        "split": params.get(SPLIT_PARAM, "test"),
+        "predictor": kind,
+        "pattern": "" if pattern in ("null", "None") else pattern,
+        "threshold": threshold,
+        "layers": params.get("predictor.layers", "{}"),
+        "recover": params.get(RECOVER_PARAM, "none"),
+        "baseline": (baseline == "true") if baseline is not None else (kind == "none" or window == 1),
     }
     row.update(run.data.metrics)
     return row
+
+
+def _number(text: str | None) -> float:
+    """A float param, NaN where the kind has none."""
+    return float("nan") if text in (None, "", "null", "None") else float(text)
+
+
+def setting_label(row: Mapping[str, object]) -> str:
+    """The predictor and its parameters in words: ``diagonal 3x3``, ``checkerboard 3x3 t=0.05``,
+    ``tile oracle diagonal 3x3``, ``random diagonal 3x3``, ``oracle``, ``none``; a per-layer table and
+    a recovery are named after it (``+ per-layer table``, ``+ bn``)."""
+    kind, window = str(row["predictor"]), int(row["window"])  # type: ignore[call-overload]
+    if kind in ("none", "oracle"):
+        text = kind
+    else:
+        parts = [] if kind == "tile" else [kind.replace("_", " ")]
+        if row.get("pattern"):
+            parts.append(str(row["pattern"]))
+        parts.append(f"{window}x{window}")
+        threshold = row.get("threshold")
+        if isinstance(threshold, float) and threshold == threshold and threshold > 0:
+            parts.append(f"t={threshold:g}")
+        text = " ".join(parts)
+    if row.get("layers") not in (None, "", "{}"):
+        text += " + per-layer table"
+    if row.get("recover") not in (None, "", "none"):
+        text += f" + {row['recover']}"
+    return text
 
 
 def tidy(rows: Iterable[Mapping[str, object]]) -> pd.DataFrame:
     """Rows -> DataFrame with typed columns and the latest run per config_hash."""
     frame = pd.DataFrame(list(rows))
     frame["limit"] = frame["limit"].astype("Int64")
+    for key in ("predictor_mac_cost", "net_mac_saving"):  # runs recorded before predictor costs: rules, cost 0
+        if key not in frame:
+            frame[key] = float("nan")
+    frame["predictor_mac_cost"] = frame["predictor_mac_cost"].fillna(0.0)
+    frame["net_mac_saving"] = frame["net_mac_saving"].fillna(frame["mac_saving"] - frame["predictor_mac_cost"])
     frame = frame.sort_values("start_time", kind="stable")
     frame = frame.drop_duplicates("config_hash", keep="last")
     repeated = frame.duplicated([*SETTING, "window", "layer"], keep="last")
     if repeated.any():
         print(
-            f"warning: {int(repeated.sum())} run(s) repeat a model/data/limit/seed/window/layer of a later run "
+            f"warning: {int(repeated.sum())} run(s) repeat the model/data/predictor/window/layer of a later run "
             "with a different config (e.g. another checkpoint); the latest counts",
             file=sys.stderr,
         )
         frame = frame[~repeated]
-    frame = frame.sort_values(["model", "data", "limit", "seed", "predictor", "window", "layer"], key=_order)
-    frame.insert(frame.columns.get_loc("predictor") + 1, "label", labels(frame))
+    frame = frame.sort_values([*SETTING, "window", "layer"], key=_order)
+    position = frame.columns.get_loc("baseline") + 1
+    frame.insert(position, "label", labels(frame))
+    frame.insert(position + 1, "setting", [setting_label(row) for row in frame.to_dict("records")])
     return frame.reset_index(drop=True)
 
 
@@ -169,6 +227,8 @@ def load_runs(client: MlflowClient, experiment_id: str, config: AnalysisConfig) 
         if key == "sweep":
             wanted = set(accepted) | {str(Path(s).resolve()) for s in accepted}
             keep = frame["sweep"].isin(wanted)
+        elif key == "model":  # a custom model is recorded as custom:<factory>; `custom` selects them all
+            keep = frame["model"].isin(accepted) | frame["model"].str.split(":").str[0].isin(accepted)
         else:
             keep = frame[key].isin(accepted)
         if not keep.any():
@@ -245,13 +305,13 @@ def display_name(model: str) -> str:
 
 
 def labels(frame: pd.DataFrame) -> pd.Series:
-    """The model's display name, plus whichever of data/limit/seed/predictor vary within that model
+    """The model's display name, plus whichever of data/limit/seed/split vary within that model
     (the data set also whenever the runs span more than one)."""
     out = pd.Series(index=frame.index, dtype=object)
     several_sets = frame["data"].nunique() > 1
     for model, group in frame.groupby("model", sort=False):
         varying = [
-            k for k in ("data", "limit", "seed", "predictor")
+            k for k in MODEL_SETTING[1:]
             if group[k].nunique(dropna=False) > 1 or (k == "data" and several_sets)
         ]  # fmt: skip
         for index, row in group.iterrows():
@@ -269,7 +329,12 @@ def model_rank(model: str) -> tuple[int, str]:
 def _qualifier(key: str, value: object) -> str:
     if key == "limit":
         return "all images" if pd.isna(value) else f"{value} images"
+    if key == "split":
+        return f"{value} split"
     return str(value) if key == "data" else f"{key} {value}"
+
+
+KIND_ORDER = ("none", "tile", "tile_oracle", "random", "oracle")  # the summary's order; others after
 
 
 def _order(column: pd.Series) -> pd.Series:
@@ -277,4 +342,8 @@ def _order(column: pd.Series) -> pd.Series:
         return column.map(lambda m: f"{model_rank(m)[0]:03d}{m}")
     if column.name == "layer":
         return column.map(lambda v: (0, 0, "") if v == "all" else (1, int(v), "") if v.isdigit() else (2, 0, v))
+    if column.name == "predictor":
+        return column.map(lambda k: f"{KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER):02d}{k}")
+    if column.name == "pattern":
+        return column.map(lambda p: (p != "diagonal", p))  # the paper's pattern first
     return column

@@ -1,9 +1,12 @@
-"""The analysis stage: job runs from MLflow -> the paper's figures, a summary table, an analysis run.
+"""The analysis stage: job runs from MLflow -> figures, summary tables, an analysis run.
 
 ``run(cfg)`` is plain Python so tests can call it; ``analysis/__main__.py`` is the Hydra shell.
-Everything that can be wrong with the input (settings, store, experiment, filters, missing
-baselines) is found before a file is written; the outputs are drawn in a temporary folder beside
-``out`` and moved into ``out`` only when all of them (and the analysis run, when ``log_run``) succeeded.
+Everything that can be wrong with the input (settings, store, experiment, filters) is found before
+a file is written. Every figure the selected runs support is drawn; the others are named with what
+they need (a missing baseline too), and the analysis fails only when it can draw nothing. The
+outputs are drawn in a temporary folder beside ``out`` and moved into ``out`` only when all of them
+(and the analysis run, when ``log_run``) succeeded; files in ``out`` that this call did not write
+are left alone.
 """
 
 from __future__ import annotations
@@ -17,17 +20,21 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from analysis.config import FORMATS, AnalysisConfig, AnalysisError, validate
+from analysis.config import AnalysisConfig, AnalysisError, validate
 from analysis.load import load_runs, open_store, pipeline_hint, resolve_uri, with_layer_index
 from analysis.record import ensure_experiment, log_analysis_run
-from analysis.summary import markdown, summary_table, with_baseline, write_summary
+from analysis.summary import (
+    markdown,
+    missing_baselines,
+    predictors_table,
+    summary_table,
+    with_baseline,
+    write_summary,
+)
 
 RUN_COLUMNS = ("run_id", "start_time", "config_hash", "sweep", "model", "data", "window", "layer", "limit",
-               "seed", "predictor", "top1", "top5", "mac_saving")  # fmt: skip
-FIGURE_NAMES = ("fig2_zero_windows", "fig5_breakdown", "fig6_mac_savings", "fig7_accuracy", "fig_layers")
-OUTPUT_NAMES = {f"{name}.{fmt}" for name in FIGURE_NAMES for fmt in FORMATS} | {
-    "summary.csv", "summary.md", "runs.csv",
-}  # fmt: skip
+               "seed", "split", "predictor", "pattern", "threshold", "layers", "recover", "baseline", "setting",
+               "top1", "top5", "mac_saving", "net_mac_saving", "top1_drop")  # fmt: skip
 
 
 @dataclass
@@ -36,31 +43,33 @@ class Report:
     files: list[Path]  # under out
     run_id: str | None  # the analysis run, when logged
     runs: pd.DataFrame  # the job runs used (with baselines and drops)
-    summary: pd.DataFrame
+    summary: pd.DataFrame  # the paper's table
+    predictors: pd.DataFrame  # the predictor comparison
+    skipped: dict[str, str]  # figure -> what it needs
 
 
 def run(cfg: DictConfig) -> Report:
-    """Read the job runs, draw the figures, write the summary, log the analysis run."""
+    """Read the job runs, draw the figures they support, write the summaries, log the analysis run."""
     config = validate(cfg)
     client, experiment_id = open_store(config)
-    runs = load_runs(client, experiment_id, config)
-    if not ((runs["layer"] == "all") & (runs["window"] >= 2)).any():
-        raise AnalysisError(
-            f"the {len(runs)} selected run(s) have no prediction window (window >= 2 with layer=all): "
-            f"Figures 5-7 need them; run `{pipeline_hint(config, '-m', 'window=2,3,4,5')}`"
-        )
-    runs = with_baseline(runs, config)
+    runs = with_baseline(load_runs(client, experiment_id, config))
     if (runs["layer"] != "all").any():
         runs = with_layer_index(client, runs)
     summary = summary_table(runs, config.max_top5_drop)
+    comparison = predictors_table(runs)
 
-    from analysis.figures import render  # matplotlib/seaborn only once the input is known to be good
+    from analysis.figures import FIGURES, render, select  # matplotlib/seaborn only once the input is known good
 
+    chosen, skipped = select(runs)
+    if not chosen:
+        reasons = "; ".join(f"{name} {why}" for name, why in skipped.items())
+        hint = missing_baselines(runs, config) or f"run e.g. `{pipeline_hint(config, '-m', 'window=1,2,3,4,5')}`"
+        raise AnalysisError(f"the {len(runs)} selected run(s) support no figure ({reasons}): {hint}")
     config.out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=config.out.parent, prefix=f".{config.out.name}.tmp-"))
     try:
-        figures = render(runs, staging, config.formats)
-        tables = write_summary(summary, staging)
+        figures = render(chosen, staging, config.formats)
+        tables = write_summary(summary, comparison, staging)
         runs_csv = staging / "runs.csv"
         runs[[c for c in RUN_COLUMNS if c in runs]].to_csv(runs_csv, index=False)
         tables.append(runs_csv)
@@ -71,9 +80,19 @@ def run(cfg: DictConfig) -> Report:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
-    print(markdown(summary), flush=True)
-    print(f"wrote {len(files)} files to {config.out}" + (f"; analysis run {run_id}" if run_id else ""), flush=True)
-    return Report(config.out, files, run_id, runs, summary)
+    print(markdown(summary, comparison), flush=True)
+    for name, why in skipped.items():
+        print(f"skipped {name}: it {why}", flush=True)
+    missing = missing_baselines(runs, config)
+    if missing:
+        print(f"note: {missing}", flush=True)
+    drawn = len(FIGURES) - len(skipped)
+    print(
+        f"wrote {len(files)} files ({drawn} figures) to {config.out}"
+        + (f"; analysis run {run_id}" if run_id else ""),
+        flush=True,
+    )
+    return Report(config.out, files, run_id, runs, summary, comparison, skipped)
 
 
 def _log(client, config: AnalysisConfig, runs: pd.DataFrame, figures: list[Path], tables: list[Path]) -> str:
@@ -85,11 +104,8 @@ def _log(client, config: AnalysisConfig, runs: pd.DataFrame, figures: list[Path]
 
 
 def _publish(staging: Path, files: list[Path], out: Path) -> list[Path]:
-    """Move the finished files into ``out``; drop earlier analysis outputs this run did not make."""
+    """Move the finished files into ``out`` (replacing files of the same name, deleting none)."""
     out.mkdir(parents=True, exist_ok=True)
-    names = {path.name for path in files}
-    for stale in OUTPUT_NAMES - names:
-        (out / stale).unlink(missing_ok=True)
     moved = []
     for path in files:
         os.replace(path, out / path.name)

@@ -1,21 +1,25 @@
-"""Summary table: per model setting and window, MAC saving against accuracy, beside the paper's numbers.
+"""Baselines, drops, and the summary tables: the paper's sweep beside its numbers, and the predictor comparison.
 
-One row per (model, data, limit, seed, predictor, window) among the ``layer=all`` runs, with
-``mac_saving, top1, top5, top1_drop, top5_drop, sparsity, zero_window/3`` in fraction units
-(0.408 = 40.8 %). The drops are the baseline's value minus the row's value, where the baseline is
-the window = 1 run of the same model, data, limit and seed (positive = accuracy lost).
+**Baseline** (contract section 7): the run that predicts nothing (``predictor=none``, or the tile
+rule with k = 1) of the same model, data, images, seed and split; every drop is the baseline's
+value minus the run's value (positive = accuracy lost). Among several baselines of one model
+setting, ``layer=all`` comes first, then the paper's 1x1 (kind ``tile``), then the latest.
 
-**Best trade-off** (the ``best`` column, one window per model setting): among the windows k >= 2,
-the one with the largest ``mac_saving`` whose ``top5_drop`` is at most ``best.max_top5_drop``
-(default 0.08: the paper's worst accepted drop, ResNet-18 at 2x2, is 7.6 points). When no window
-qualifies, the one with the smallest ``top5_drop`` (ties: larger ``mac_saving``). A setting with
-only its baseline has no best window.
+**The paper's table** (``summary.csv``): one row per model setting and window among the
+``layer=all`` runs of the paper's rule (kind ``tile``, pattern diagonal, threshold 0, no per-layer
+table, no recovery), with ``mac_saving, top1, top5, top1_drop, top5_drop, sparsity,
+zero_window/3`` in fraction units (0.408 = 40.8 %). The **best** window of a model setting: among
+k >= 2, the largest ``mac_saving`` whose ``top5_drop`` is at most ``best.max_top5_drop`` (default
+0.08: the paper's worst accepted drop, ResNet-18 at 2x2, is 7.6 points); when none qualifies, the
+smallest ``top5_drop`` (ties: larger saving). For the paper's ImageNet models (``alexnet``,
+``vgg16``, ``resnet18`` with ``data=imagenet``) the paper's values (contract section 6) stand beside.
 
-For the ImageNet models of the paper (``alexnet``, ``vgg16``, ``resnet18`` with ``data=imagenet``)
-the paper's reference values (measurement contract, section 6) stand beside the measured ones:
-``paper_top1``, ``paper_top5`` on the baseline row and on the paper's best window (with
-``paper_mac_saving``), ``paper_sparsity`` on the baseline row and ``paper_zero_window/3`` on the
-baseline row where the paper gives it.
+**The predictor comparison** (``predictors.csv``): one row per ``layer=all`` run of any predictor,
+with ``net_mac_saving`` (what comparisons use: the saving minus the predictor's own MACs),
+``mac_saving``, ``predictor_mac_cost``, the accuracy and its drops, ``hit_rate`` (pred_hit over
+predicted cells), ``frac/pred_miss``, ``frac/miss_mass``, and ``pareto``: no other run of the same
+model setting saves at least as much net for at most the same top-1 drop, and strictly better in one
+(the oracle is the limit every predictor is measured against, not a point of the front).
 """
 
 from __future__ import annotations
@@ -24,10 +28,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.config import AnalysisConfig, AnalysisError
-from analysis.load import SETTING, display_name, pipeline_hint
+from analysis.load import MODEL_SETTING, display_name, pipeline_hint
 
-BASELINE_KEY = ("model", "data", "limit", "seed")  # a baseline is shared by every predictor
+BASELINE_KEY = MODEL_SETTING  # a baseline is shared by every predictor of one model's evaluation
 PAPER_DATA = "imagenet"
 # contract section 6: baselines, the paper's best window, sparsity and 3x3 all-zero windows (fractions)
 PAPER = {
@@ -50,59 +53,88 @@ COLUMNS = (
     "model", "data", "limit", "seed", "predictor", "window", *METRICS, "best", *PAPER_COLUMNS,
     "images", "run_id", "baseline_run_id",
 )  # fmt: skip
+PREDICTOR_COLUMNS = (
+    "model", "data", "limit", "seed", "split", "label", "setting", "predictor", "window", "pattern", "threshold",
+    "layers", "recover", "net_mac_saving", "mac_saving", "predictor_mac_cost", "top1", "top5", "top1_drop",
+    "top5_drop", "hit_rate", "frac/pred_miss", "frac/miss_mass", "pareto", "images", "run_id", "baseline_run_id",
+)  # fmt: skip
+
+
+def is_paper_rule(runs: pd.DataFrame) -> pd.Series:
+    """The paper's rule: kind tile, the diagonal, threshold 0, no per-layer table, no recovery."""
+    threshold = runs["threshold"].fillna(0.0) if "threshold" in runs else 0.0
+    return (
+        (runs["predictor"] == "tile")
+        & (runs["pattern"] == "diagonal")
+        & (threshold == 0)
+        & (runs["layers"].isin(["{}", ""]))
+        & (runs["recover"] == "none")
+    )
 
 
 def baselines(runs: pd.DataFrame) -> pd.DataFrame:
-    """The baseline (window = 1) run per model/data/limit/seed: layer=all preferred, then the latest.
-
-    Layer scope does not matter at window 1 (nothing is predicted), so a layer sweep's window-1 run
-    can stand in when there is no ``layer=all`` one.
-    """
-    ones = runs[runs["window"] == 1].assign(_all=lambda f: f["layer"] == "all")
-    ones = ones.sort_values(["_all", "start_time"], kind="stable")
-    return ones.drop_duplicates(list(BASELINE_KEY), keep="last").drop(columns="_all")
+    """The baseline run per model setting (see the module docstring)."""
+    ones = runs[runs["baseline"]].assign(_all=lambda f: f["layer"] == "all", _tile=lambda f: f["predictor"] == "tile")
+    ones = ones.sort_values(["_all", "_tile", "start_time"], kind="stable")
+    return ones.drop_duplicates(list(BASELINE_KEY), keep="last").drop(columns=["_all", "_tile"])
 
 
-def with_baseline(runs: pd.DataFrame, config: AnalysisConfig) -> pd.DataFrame:
-    """``runs`` plus ``baseline_top1/top5``, ``top1_drop``, ``top5_drop``, ``baseline_run_id``.
-
-    Raises AnalysisError naming every model setting that has no window = 1 run, and the command
-    that makes one.
-    """
+def with_baseline(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` plus ``baseline_top1/top5``, ``top1_drop``, ``top5_drop``, ``baseline_run_id`` (NaN
+    where a model setting has no baseline: :func:`missing_baselines` says which)."""
     base = baselines(runs)[[*BASELINE_KEY, "top1", "top5", "run_id"]].rename(
         columns={"top1": "baseline_top1", "top5": "baseline_top5", "run_id": "baseline_run_id"}
     )
     merged = runs.merge(base, on=list(BASELINE_KEY), how="left", validate="many_to_one")
-    missing = merged[merged["baseline_run_id"].isna()].drop_duplicates(list(BASELINE_KEY))
-    if len(missing):
-        problems, commands = [], []
-        for _, row in missing.iterrows():
-            limit = "null" if pd.isna(row["limit"]) else str(row["limit"])
-            problems.append(f"{row['model']} (data={row['data']}, limit={limit}, seed={row['seed']})")
-            commands.append(
-                pipeline_hint(
-                    config,
-                    f"model={row['model']}",
-                    f"data={row['data']}",
-                    f"data.limit={limit}",
-                    f"seed={row['seed']}",
-                    "window=1",
-                )  # fmt: skip
-            )
-        raise AnalysisError(
-            f"no baseline (window=1) run for {'; '.join(problems)}: the accuracy drops and Figure 2 need it; "
-            "run " + " and ".join(f"`{c}`" for c in commands) + " (add the overrides of the other runs, "
-            "e.g. model.checkpoint), or filter that model out with filters.model"
-        )
     merged.index = runs.index
     merged["top1_drop"] = merged["baseline_top1"] - merged["top1"]
     merged["top5_drop"] = merged["baseline_top5"] - merged["top5"]
     return merged
 
 
+def missing_baselines(runs: pd.DataFrame, config) -> str | None:
+    """What has no baseline, and the commands that make one; None when every setting has one."""
+    missing = runs[runs["baseline_run_id"].isna()].drop_duplicates(list(BASELINE_KEY))
+    if missing.empty:
+        return None
+    problems, commands = [], []
+    for _, row in missing.iterrows():
+        limit = "null" if pd.isna(row["limit"]) else str(row["limit"])
+        problems.append(f"{row['model']} (data={row['data']}, limit={limit}, seed={row['seed']})")
+        extra = [] if row["split"] == "test" else [f"data.split={row['split']}"]
+        commands.append(
+            pipeline_hint(
+                config,
+                f"model={row['model']}",
+                f"data={row['data']}",
+                f"data.limit={limit}",
+                f"seed={row['seed']}",
+                *extra,
+                "predictor=none",
+            )  # fmt: skip
+        )
+    return (
+        f"no baseline (a run that predicts nothing: predictor=none, or window=1) for {'; '.join(problems)}: "
+        "the accuracy drops need it; run " + " and ".join(f"`{c}`" for c in commands) + " (add the overrides of "
+        "the other runs, e.g. model.checkpoint), or filter that model out with filters.model"
+    )
+
+
+def paper_view(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the paper's sweep: the paper's rule, and a model's baseline as its 1x1 where the
+    sweep has no window-1 run of its own (a ``predictor=none`` baseline)."""
+    rule = runs[is_paper_rule(runs)]
+    covered = set(map(tuple, rule[rule["window"] == 1][list(BASELINE_KEY)].astype(str).values))
+    base = baselines(runs)
+    base = base[pd.Series([tuple(v) not in covered for v in base[list(BASELINE_KEY)].astype(str).values],
+                          index=base.index, dtype=bool)]  # fmt: skip
+    base = base[base["run_id"].isin(runs["run_id"]) & ~base["run_id"].isin(rule["run_id"])]
+    return pd.concat([rule, base.assign(window=1)]).sort_index(kind="stable")
+
+
 def best_window(table: pd.DataFrame, max_top5_drop: float) -> int | None:
     """The best trade-off window of one model setting (see the module docstring), or None."""
-    candidates = table[table["window"] >= 2]
+    candidates = table[(table["window"] >= 2) & table["top5_drop"].notna()]
     if candidates.empty:
         return None
     accepted = candidates[candidates["top5_drop"] <= max_top5_drop + 1e-12]
@@ -114,10 +146,11 @@ def best_window(table: pd.DataFrame, max_top5_drop: float) -> int | None:
 
 
 def summary_table(runs: pd.DataFrame, max_top5_drop: float) -> pd.DataFrame:
-    """The summary of ``runs`` (already through :func:`with_baseline`): see the module docstring."""
-    table = runs[runs["layer"] == "all"].copy()
+    """The paper's table of ``runs`` (already through :func:`with_baseline`): see the module docstring."""
+    view = paper_view(runs)
+    table = view[view["layer"] == "all"].copy()
     table["best"] = False
-    for _, group in table.groupby(list(SETTING), dropna=False, sort=False):
+    for _, group in table.groupby(list(BASELINE_KEY), dropna=False, sort=False):
         window = best_window(group, max_top5_drop)
         if window is not None:
             table.loc[group.index[group["window"] == window], "best"] = True
@@ -132,6 +165,35 @@ def summary_table(runs: pd.DataFrame, max_top5_drop: float) -> pd.DataFrame:
     return table[list(COLUMNS)].reset_index(drop=True)
 
 
+def pareto(points: pd.DataFrame) -> pd.Series:
+    """True for the runs no other run beats: at least the net saving for at most the top-1 drop,
+    strictly better in one (runs without a drop are never on the front)."""
+    known = points.dropna(subset=["top1_drop", "net_mac_saving"])
+    drops, savings = known["top1_drop"].to_numpy(), known["net_mac_saving"].to_numpy()
+    front = pd.Series(False, index=points.index)
+    for i, index in enumerate(known.index):
+        dominated = (
+            (drops <= drops[i]) & (savings >= savings[i]) & ((drops < drops[i]) | (savings > savings[i]))
+        ).any()
+        front[index] = not dominated
+    return front
+
+
+def predictors_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The predictor comparison of ``runs`` (already through :func:`with_baseline`)."""
+    table = runs[runs["layer"] == "all"].copy()
+    predicted = table["frac/pred_hit"] + table["frac/pred_miss"]
+    table["hit_rate"] = (table["frac/pred_hit"] / predicted).where(predicted > 0)
+    table["pareto"] = False
+    for _, group in table.groupby(list(BASELINE_KEY), dropna=False, sort=False):
+        points = group[group["predictor"] != "oracle"]  # the limit, not a predictor one can build
+        table.loc[points.index, "pareto"] = pareto(points)
+    for column in PREDICTOR_COLUMNS:
+        if column not in table:
+            table[column] = float("nan")
+    return table[list(PREDICTOR_COLUMNS)].reset_index(drop=True)
+
+
 def paper_values(model: str, data: str, window: int) -> dict[str, float]:
     """The paper's numbers for this model and window (empty when the paper has none)."""
     paper = PAPER.get(model)
@@ -144,23 +206,34 @@ def paper_values(model: str, data: str, window: int) -> dict[str, float]:
     return {}
 
 
-def write_summary(table: pd.DataFrame, folder: Path) -> list[Path]:
-    """``summary.csv`` (fractions, full precision) and ``summary.md`` (percent) in ``folder``."""
-    csv_path, md_path = folder / "summary.csv", folder / "summary.md"
-    table.to_csv(csv_path, index=False)
-    md_path.write_text(markdown(table))
-    return [csv_path, md_path]
+def write_summary(table: pd.DataFrame, comparison: pd.DataFrame, folder: Path) -> list[Path]:
+    """``summary.csv`` and ``predictors.csv`` (fractions, full precision), ``summary.md`` (percent)."""
+    paths = [folder / "summary.csv", folder / "predictors.csv", folder / "summary.md"]
+    table.to_csv(paths[0], index=False)
+    comparison.to_csv(paths[1], index=False)
+    paths[2].write_text(markdown(table, comparison))
+    return paths
 
 
-def markdown(table: pd.DataFrame) -> str:
-    """The summary as a Markdown table in percent, best windows in bold, paper values in brackets."""
+def markdown(table: pd.DataFrame, comparison: pd.DataFrame | None = None) -> str:
+    """The summary as Markdown: the paper's table (best windows in bold, paper values in brackets),
+    then the predictor comparison when it holds more than the paper's rule."""
+    lines = ["# Cross-neuron prediction: summary", ""]
+    if len(table):
+        lines += paper_markdown(table)
+    if comparison is not None and len(comparison) and (comparison["setting"] != comparison["setting"].iloc[0]).any():
+        lines += ["", *comparison_markdown(comparison)]
+    return "\n".join(lines) + "\n"
+
+
+def paper_markdown(table: pd.DataFrame) -> list[str]:
     lines = [
-        "# Cross-neuron prediction: summary",
+        "## The paper's rule (diagonal tiles), window by window",
         "",
         "Accuracy, MAC saving (of conv MACs), sparsity and all-zero 3x3 windows in %; drops in percentage "
         "points (baseline minus value; positive = accuracy lost). **Bold** window: the best trade-off, the "
         "largest MAC saving whose top-5 drop stays within `best.max_top5_drop` (analysis/summary.py). "
-        "[x]: the paper's value (ImageNet validation set, measurement contract section 6).",
+        "[x]: the paper's value (ImageNet validation set, docs/measurements.md).",
         "",
     ]
     header = ["model", "data", "images", "seed", "window", "MAC saving", "top-1", "top-5",
@@ -172,7 +245,7 @@ def markdown(table: pd.DataFrame) -> str:
         cells = [
             display_name(row["model"]),
             row["data"],
-            "n/a" if pd.isna(row["images"]) else str(int(row["images"])),
+            _count(row["images"]),
             str(row["seed"]),
             f"**{window}**" if row["best"] else window,
             _percent(row, "mac_saving"),
@@ -184,14 +257,47 @@ def markdown(table: pd.DataFrame) -> str:
             _percent(row, "zero_window/3"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def comparison_markdown(comparison: pd.DataFrame) -> list[str]:
+    lines = [
+        "## Predictor comparison",
+        "",
+        "Every `layer=all` run: net MAC saving (the conv MACs skipped minus the predictor's own, in % of the "
+        "model's conv MACs), top-1 and its drop against the baseline (points), hit rate (predicted cells that "
+        "were zero), activation mass destroyed by misses (%). **Bold**: on the Pareto front of its model "
+        "(no other run saves more for a smaller drop).",
+        "",
+        "| model | predictor | net saving | saving | predictor cost | top-1 | top-1 drop | hit rate | miss mass |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for _, row in comparison.iterrows():
+        setting = f"**{row['setting']}**" if row["pareto"] else row["setting"]
+        cells = [
+            row["label"],
+            setting,
+            _percent(row, "net_mac_saving", paper=False),
+            _percent(row, "mac_saving", paper=False),
+            _percent(row, "predictor_mac_cost", paper=False),
+            _percent(row, "top1", paper=False),
+            _percent(row, "top1_drop", paper=False),
+            _percent(row, "hit_rate", paper=False),
+            _percent(row, "frac/miss_mass", paper=False),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _count(value: object) -> str:
+    return "n/a" if pd.isna(value) else str(int(value))
 
 
 def _percent(row: pd.Series, key: str, paper: bool = True, baseline: bool = False) -> str:
     if baseline:
         return "-"
-    value = row[key]
-    text = "n/a" if pd.isna(value) else f"{100 * value:.1f}"
+    value = row.get(key)
+    text = "n/a" if value is None or pd.isna(value) else f"{100 * value:.1f}"
     reference = row.get(f"paper_{key}") if paper else None
     if reference is not None and not pd.isna(reference):
         text += f" [{100 * reference:.1f}]"

@@ -20,8 +20,8 @@ from mlflow.tracking import MlflowClient
 
 from analysis import figures
 from analysis.config import AnalysisError
-from analysis.report import FIGURE_NAMES, run
-from analysis.summary import best_window
+from analysis.report import run
+from analysis.summary import best_window, pareto
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENT = "cnp-analysis-test"
@@ -44,7 +44,14 @@ ALEXNET_LAYERS = ["features.0", "features.3", "features.6", "features.8", "featu
 # alexnet layer sweep: (window, layer param) -> (top1, mac_saving)
 LAYER_SWEEP = {(2, "0"): (0.56, 0.01), (2, "features.3"): (0.55, 0.12), (2, "2"): (0.545, 0.05),
                (3, "0"): (0.558, 0.012), (3, "features.3"): (0.54, 0.14), (3, "2"): (0.53, 0.06)}  # fmt: skip
-FIGURES = ["fig2_zero_windows", "fig5_breakdown", "fig6_mac_savings", "fig7_accuracy", "fig_layers"]
+FIGURES = ["fig2_zero_windows", "fig5_breakdown", "fig6_mac_savings", "fig7_accuracy", "fig_layers", "fig_tradeoff"]
+# resnet18_fmnist with other predictors (new-style params): kind, pattern, threshold, window -> top1, net saving
+PREDICTORS = {
+    ("oracle", "", None, 1): (0.90, 0.52),
+    ("tile", "checkerboard", 0.0, 3): (0.86, 0.15),  # dominated by diagonal 2x2 (0.85, 0.18)? no: smaller drop
+    ("tile", "diagonal", 0.05, 3): (0.70, 0.17),  # dominated: diagonal 2x2 saves more for less
+    ("random", "diagonal", None, 3): (0.40, 0.20),
+}
 
 
 def metrics(window: int, top1: float, top5: float, mac_saving: float) -> dict[str, float]:
@@ -76,11 +83,17 @@ class Store:
 
     def job(self, model: str, data: str, limit: int | None, window: int, values: dict[str, float],
             layer: str = "all", status: str = "FINISHED", start: int | None = None,
-            config_hash: str | None = None, tags: dict[str, str] | None = None) -> str:  # fmt: skip
+            config_hash: str | None = None, tags: dict[str, str] | None = None,
+            predictor: dict[str, object] | None = None) -> str:  # fmt: skip
+        """A job run; ``predictor`` None writes the params of runs recorded before the predictor
+        family (``predictor=diagonal``), else the kind and its ``predictor.*`` params."""
         self.clock += 1000
         params = {"model": model, "data": data, "window": window, "layer": layer,
                   "limit": "null" if limit is None else limit, "seed": 0, "predictor": "diagonal",
                   "device": "cpu", "model.name": model, "data.name": data}  # fmt: skip
+        if predictor is not None:
+            params.update({"predictor": predictor["kind"], "predictor.layers": "{}"})
+            params.update({f"predictor.{k}": v for k, v in predictor.items() if k != "kind" and v is not None})
         all_tags = {"config_hash": config_hash or f"{model}-{data}-{limit}-{window}-{layer}",
                     "sweep": "/sweeps/a", "git_commit": "abc", **(tags or {})}  # fmt: skip
         created = self.client.create_run(self.experiment_id, start_time=start or self.clock, tags=all_tags)
@@ -117,6 +130,19 @@ def build_store(folder: Path) -> dict[str, object]:
     # a FAILED and a RUNNING run with tempting numbers: never read
     store.job("vgg16", "imagenet", None, 2, metrics(2, 0.9, 0.99, 0.9), status="FAILED", config_hash="failed")
     store.job("vgg16", "imagenet", None, 4, metrics(4, 0.9, 0.99, 0.9), status="RUNNING", config_hash="running")
+    # resnet18_fmnist with other predictors (new-style params), and a vgg16_fmnist whose baseline is predictor=none
+    for (kind, pattern, threshold, window), (top1, net) in PREDICTORS.items():
+        values = {**metrics(window, top1, 0.99, net), "net_mac_saving": net, "predictor_mac_cost": 0.0}
+        predictor = {"kind": kind, "pattern": pattern or None, "threshold": threshold}
+        ids["runs"][kind, pattern, threshold] = store.job(
+            "resnet18_fmnist", "fashion_mnist", 500, window, values, predictor=predictor,
+            config_hash=f"r18-{kind}-{pattern}-{threshold}", tags={"baseline": "false"},
+        )  # fmt: skip
+    ids["vgg_none"] = store.job("vgg16_fmnist", "fashion_mnist", None, 1, metrics(1, 0.92, 0.99, 0.0),
+                                predictor={"kind": "none"}, tags={"baseline": "true"})  # fmt: skip
+    tile3 = {"kind": "tile", "pattern": "diagonal", "threshold": 0.0}
+    store.job("vgg16_fmnist", "fashion_mnist", None, 3, {**metrics(3, 0.89, 0.99, 0.22), "net_mac_saving": 0.22},
+              predictor=tile3, tags={"baseline": "false"})  # fmt: skip
     # layer sweep of alexnet (layers given by index and by name) and its layer table
     for (window, layer), (top1, saving) in LAYER_SWEEP.items():
         values = metrics(window, top1, 0.79, saving)
@@ -131,6 +157,8 @@ def build_store(folder: Path) -> dict[str, object]:
     for window in (2, 3):
         missing.job("tiny", "fashion_mnist", 100, window, metrics(window, 0.5, 0.9, 0.1))
     Store(folder, "baseline-only").job("tiny", "fashion_mnist", 100, 1, metrics(1, 0.5, 0.9, 0.0))
+    Store(folder, "nothing-to-draw").job("tiny", "fashion_mnist", 100, 3, metrics(3, 0.5, 0.9, 0.1),
+                                         predictor={"kind": "random", "pattern": "diagonal"})  # fmt: skip
     ids["uri"], ids["artifacts"] = store.uri, str(store.artifacts)
     return ids
 
@@ -163,19 +191,21 @@ def row(summary: pd.DataFrame, model: str, window: int) -> pd.Series:
 
 
 def test_every_figure_is_written_as_png_and_pdf(report):
-    assert set(FIGURES) == {*figures.FIGURES, "fig_layers"} == set(FIGURE_NAMES)
+    assert set(FIGURES) == set(figures.FIGURES)
+    assert report.skipped == {}
     for name in FIGURES:
         png, pdf = report.out / f"{name}.png", report.out / f"{name}.pdf"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
         assert pdf.read_bytes()[:5] == b"%PDF-", pdf
     assert {p.name for p in report.out.iterdir()} == {
-        *(f"{n}.{f}" for n in FIGURES for f in ("png", "pdf")), "summary.csv", "summary.md", "runs.csv",
+        *(f"{n}.{f}" for n in FIGURES for f in ("png", "pdf")), "summary.csv", "predictors.csv", "summary.md",
+        "runs.csv",
     }  # fmt: skip
 
 
 def test_summary_numbers_are_the_runs_numbers(report):
     summary = pd.read_csv(report.out / "summary.csv")
-    assert len(summary) == 15  # 3 models x 5 windows, layer=all only
+    assert len(summary) == 15 + 2  # 3 models x 5 windows, and vgg16_fmnist's two: layer=all, the paper's rule only
     for model, (data, limit, windows) in KNOWN.items():
         base_top1, base_top5, _ = windows[1]
         for window, (top1, top5, saving) in windows.items():
@@ -185,10 +215,10 @@ def test_summary_numbers_are_the_runs_numbers(report):
             assert got["top1_drop"] == base_top1 - top1 and got["top5_drop"] == base_top5 - top5
             assert got["sparsity"] == 0.70 - 0.01 * window
             assert got["zero_window/3"] == pytest.approx((0.70 - 0.01 * window) * 0.49, abs=1e-12)
-            assert (
-                got["run_id"]
-                == report.runs.set_index(["model", "window", "layer"]).at[(model, window, "all"), "run_id"]
-            )
+            rule = report.runs[
+                (report.runs["setting"] == f"diagonal {window}x{window}") & (report.runs["layer"] == "all")
+            ]
+            assert got["run_id"] == rule.set_index("model").at[model, "run_id"]
 
 
 def test_latest_run_of_a_config_wins_and_failed_running_parent_analysis_runs_are_ignored(store, report):
@@ -198,7 +228,7 @@ def test_latest_run_of_a_config_wins_and_failed_running_parent_analysis_runs_are
     assert store["older"] not in set(report.runs["run_id"])
     assert row(report.summary, "vgg16", 2)["top1"] == 0.64  # not the FAILED run's 0.9
     assert row(report.summary, "vgg16", 4)["top1"] == 0.60  # not the RUNNING run's 0.9
-    assert len(report.runs) == 15 + len(LAYER_SWEEP)  # no parent, no analysis run
+    assert len(report.runs) == 15 + len(PREDICTORS) + 2 + len(LAYER_SWEEP)  # no parent, no analysis run
 
 
 def test_best_window_is_the_largest_saving_within_the_top5_drop_threshold(report):
@@ -215,7 +245,9 @@ def test_best_window_rule_threshold_and_sweep_filter_from_config(store, tmp_path
     strict = run(config(store["uri"], tmp_path / "out", *overrides))
     flags = strict.summary[strict.summary["model"] == "alexnet"].set_index("window")["best"]
     assert flags[2] and flags.sum() == 1  # only window 2 drops top-5 by <= 1 point
-    assert len(strict.runs) == 15 and (strict.runs["layer"] == "all").all()  # the layer sweep is another sweep
+    assert (
+        len(strict.runs) == 15 + len(PREDICTORS) + 2 and (strict.runs["layer"] == "all").all()
+    )  # not the layer sweep
     assert not (tmp_path / "out" / "fig_layers.png").exists()
 
 
@@ -252,7 +284,7 @@ def test_analysis_run_is_logged_with_filters_and_artifacts(store, report):
     figures = {Path(f.path).name for f in client.list_artifacts(report.run_id, "figures")}
     assert figures == {f"{n}.{f}" for n in FIGURES for f in ("png", "pdf")}
     tables = {Path(f.path).name for f in client.list_artifacts(report.run_id, "summary")}
-    assert tables == {"summary.csv", "summary.md", "runs.csv"}
+    assert tables == {"summary.csv", "predictors.csv", "summary.md", "runs.csv"}
 
 
 def test_filters_select_models_and_log_run_false_logs_nothing(store, tmp_path):
@@ -278,8 +310,7 @@ def test_filters_select_models_and_log_run_false_logs_nothing(store, tmp_path):
         ("empty experiment", "no FINISHED job runs"),
         ("filter matches nothing", "filters.model=['resnet50']"),
         ("other sweep", "filters.sweep=['/sweeps/b']"),
-        ("no baseline", "no baseline (window=1) run for tiny"),
-        ("baseline only", "no prediction window (window >= 2 with layer=all)"),
+        ("nothing to draw", "support no figure (fig2_zero_windows needs a baseline run"),
     ],
 )
 def test_bad_input_raises_one_clear_error_and_writes_nothing(store, tmp_path, case, message):
@@ -292,8 +323,7 @@ def test_bad_input_raises_one_clear_error_and_writes_nothing(store, tmp_path, ca
         "empty experiment": ["tracking.experiment=empty"],
         "filter matches nothing": ["filters.model=resnet50"],
         "other sweep": ["filters.sweep=/sweeps/b"],
-        "no baseline": ["tracking.experiment=no-baseline"],
-        "baseline only": ["tracking.experiment=baseline-only"],
+        "nothing to draw": ["tracking.experiment=nothing-to-draw"],
     }.get(case, [])
     client = MlflowClient(store["uri"])
     runs_before = len(client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000))
@@ -307,16 +337,100 @@ def test_bad_input_raises_one_clear_error_and_writes_nothing(store, tmp_path, ca
     assert runs_after == runs_before  # no analysis run logged
 
 
-def test_cli_prints_error_and_exits_2_without_a_baseline(store, tmp_path):
+def test_without_a_baseline_it_draws_what_it_can_and_names_the_missing_run(store, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     command = [
         sys.executable, "-m", "analysis", f"tracking.uri={store['uri']}", "tracking.experiment=no-baseline",
+        f"out={tmp_path}/figures", f"hydra.run.dir={tmp_path}/hydra", "formats=[png]",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    drawn = sorted(p.stem for p in (tmp_path / "figures").glob("*.png"))
+    assert drawn == ["fig5_breakdown", "fig6_mac_savings", "fig7_accuracy"]  # nothing that needs the drops
+    assert "skipped fig2_zero_windows: it needs a baseline run" in done.stdout
+    assert "skipped fig_tradeoff" in done.stdout
+    assert "no baseline (a run that predicts nothing: predictor=none, or window=1) for tiny" in done.stdout
+    assert "python -m pipeline model=tiny data=fashion_mnist data.limit=100 seed=0 predictor=none" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_cli_prints_one_error_line_and_exits_2_when_nothing_can_be_drawn(store, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    command = [
+        sys.executable, "-m", "analysis", f"tracking.uri={store['uri']}", "tracking.experiment=nothing-to-draw",
         f"out={tmp_path}/figures", f"hydra.run.dir={tmp_path}/hydra",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "no baseline (window=1) run for tiny" in lines[0]
-    assert "python -m pipeline model=tiny data=fashion_mnist data.limit=100 seed=0 window=1" in lines[0]
+    assert len(lines) == 1 and "support no figure" in lines[0]
+    assert "python -m pipeline model=tiny data=fashion_mnist data.limit=100 seed=0 predictor=none" in lines[0]
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "figures").exists()
+
+
+def test_a_predictor_none_run_is_the_baseline_of_its_model(store, report):
+    vgg = report.runs[report.runs["model"] == "vgg16_fmnist"].set_index("window")
+    assert vgg.at[3, "baseline_run_id"] == store["vgg_none"]
+    assert vgg.at[3, "top1_drop"] == pytest.approx(0.92 - 0.89)
+    paper = report.summary[report.summary["model"] == "vgg16_fmnist"]
+    assert list(paper["window"]) == [1, 3] and list(paper["run_id"])[0] == store["vgg_none"]
+
+
+def test_old_runs_read_as_the_papers_rule(report):
+    legacy = report.runs[report.runs["model"] == "alexnet"]
+    assert set(legacy["predictor"]) == {"tile"} and set(legacy["pattern"]) == {"diagonal"}
+    assert (legacy["threshold"] == 0).all() and (legacy["net_mac_saving"] == legacy["mac_saving"]).all()
+    assert set(legacy[legacy["baseline"]]["window"]) == {1}
+
+
+def test_predictor_comparison_and_pareto_front_by_hand(report):
+    table = report.predictors[report.predictors["model"] == "resnet18_fmnist"].set_index("setting")
+    assert set(table.index) == {"1x1", *(f"diagonal {k}x{k}" for k in range(1, 6))} - {"1x1"} | {
+        "oracle", "checkerboard 3x3", "diagonal 3x3 t=0.05", "random diagonal 3x3",
+    }  # fmt: skip
+    # drops against the 0.90 baseline: diagonal 2x2 0.05 / 0.18, 3x3 0.10 / 0.20, 4x4 0.20 / 0.19,
+    # 5x5 0.30 / 0.17, checkerboard 3x3 0.04 / 0.15, t=0.05 0.20 / 0.17, random 0.50 / 0.20: the front is
+    # the baseline (0 / 0), checkerboard, diagonal 2x2 and 3x3; the oracle is the limit, never on it
+    front = set(table.index[table["pareto"]])
+    assert front == {"diagonal 1x1", "checkerboard 3x3", "diagonal 2x2", "diagonal 3x3"}
+    assert table.at["random diagonal 3x3", "top1_drop"] == pytest.approx(0.50)
+    assert table.at["oracle", "net_mac_saving"] == 0.52 and not table.at["oracle", "pareto"]
+    hits = table.at["diagonal 3x3", "hit_rate"]
+    assert hits == pytest.approx(0.05 * 2 / (0.05 * 2 + 0.01 * 2))  # metrics(): hit 0.05 (k-1), miss 0.01 (k-1)
+    assert "## Predictor comparison" in (report.out / "summary.md").read_text()
+
+
+def test_pareto_by_hand():
+    points = pd.DataFrame({"top1_drop": [0.0, 0.01, 0.01, 0.02, 0.03, None],
+                           "net_mac_saving": [0.0, 0.10, 0.05, 0.10, 0.30, 0.9]})  # fmt: skip
+    # (0.01, 0.05) and (0.02, 0.10) are beaten by (0.01, 0.10); a run without a drop is never on the front
+    assert pareto(points).tolist() == [True, True, False, False, True, False]
+
+
+def test_a_baseline_alone_draws_figure_2(store, tmp_path):
+    found = run(config(store["uri"], tmp_path / "out", "tracking.experiment=baseline-only", "log_run=false"))
+    assert [p.name for p in found.files if p.suffix == ".png"] == ["fig2_zero_windows.png"]
+
+
+def test_a_layer_sweep_alone_draws_the_layer_view_and_says_what_it_skipped(tmp_path):
+    store = Store(tmp_path)
+    base = store.job("alexnet", "imagenet", None, 1, metrics(1, 0.565, 0.79, 0.0), tags={"baseline": "true"})
+    table = tmp_path / "layers.csv"
+    table.write_text("index,name,acts\n" + "".join(f"{i},{n},10\n" for i, n in enumerate(ALEXNET_LAYERS)))
+    store.client.log_artifact(base, str(table))
+    for (window, layer), (top1, saving) in LAYER_SWEEP.items():
+        store.job("alexnet", "imagenet", None, window, metrics(window, top1, 0.79, saving), layer=layer)
+    found = run(config(store.uri, tmp_path / "out", "log_run=false", "formats=[png]"))
+    assert sorted(p.stem for p in found.out.glob("*.png")) == ["fig2_zero_windows", "fig_layers"]
+    assert set(found.skipped) == {"fig5_breakdown", "fig6_mac_savings", "fig7_accuracy", "fig_tradeoff"}
+
+
+def test_the_analysis_never_deletes_a_file_it_did_not_write(store, tmp_path):
+    out = tmp_path / "figures"
+    out.mkdir()
+    (out / "fig_layers.png").write_bytes(b"a figure of the README")
+    (out / "notes.txt").write_text("mine")
+    run(config(store["uri"], out, "filters.model=vgg16", "log_run=false", "formats=[png]"))
+    assert (out / "fig_layers.png").read_bytes() == b"a figure of the README"  # vgg16 has no layer sweep
+    assert (out / "notes.txt").read_text() == "mine"
