@@ -32,7 +32,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.summary import baselines, is_paper_rule, paper_view  # noqa: E402
+from analysis.summary import LIMIT_KINDS, baselines, is_paper_rule, paper_view, pareto  # noqa: E402
 
 BREAKDOWN = (  # bottom to top, as in the paper's Figure 5
     ("frac/pred_hit", "pred-hit (predicted, was 0)"),
@@ -213,6 +213,7 @@ def fig_layers(runs: pd.DataFrame) -> Figure:
     return fig
 
 
+TRADEOFF_MAX_DROP = 15.0  # points of top-1: the trade-off figure's right edge
 KIND_COLORS = {"none": "0.55", "tile": "#0173b2", "tile_oracle": "#029e73", "random": "#d55e00",
                "oracle": "black", "learned": "#cc78bc"}  # fmt: skip
 PATTERN_MARKERS = {"diagonal": "o", "anti_diagonal": "v", "checkerboard": "s", "corners": "D", "center": "P",
@@ -221,9 +222,8 @@ PATTERN_MARKERS = {"diagonal": "o", "anti_diagonal": "v", "checkerboard": "s", "
 
 def fig_tradeoff(runs: pd.DataFrame) -> Figure:
     """Net MAC saving against top-1 drop: one point per run (colour = kind, marker = pattern), the
-    oracle's saving as the limit (dotted), the Pareto front of the plotted points (dashed, ringed)."""
-    from analysis.summary import pareto
-
+    oracle's saving as the limit (dotted), the Pareto front of the buildable predictors (dashed,
+    ringed). Runs that lose more than ``TRADEOFF_MAX_DROP`` points are counted, not drawn."""
     labels = list(dict.fromkeys(runs["label"]))
     fig, axes = _panels(len(labels), width=3.3, height=3.0, sharey=False)
     seen: dict[str, object] = {}
@@ -238,13 +238,19 @@ def fig_tradeoff(runs: pd.DataFrame) -> Figure:
             ax.annotate(f"oracle limit {value:.1f}%", (1, value), xycoords=("axes fraction", "data"), ha="right",
                         va="bottom", fontsize=6)  # fmt: skip
         points = part[part["predictor"] != "oracle"]
+        beyond = points[points["drop"] > TRADEOFF_MAX_DROP]
+        points = points[points["drop"] <= TRADEOFF_MAX_DROP]
+        if len(beyond):
+            ax.annotate(f"{len(beyond)} run(s) losing > {TRADEOFF_MAX_DROP:g} points not shown", (1, 0.02),
+                        xycoords="axes fraction", ha="right", va="bottom", fontsize=6, color="0.3")  # fmt: skip
         for (kind, pattern), group in points.groupby(["predictor", "pattern"], sort=False):
             name = f"{kind.replace('_', ' ')} {pattern}".strip()
             handle = ax.scatter(group["drop"], group["saving"], s=22, color=KIND_COLORS.get(kind, "#ca9161"),
                                 marker=PATTERN_MARKERS.get(pattern, "o"), edgecolor="white", linewidth=0.4,
                                 zorder=3)  # fmt: skip
             seen.setdefault(name, handle)
-        front = points[pareto(points)].sort_values("drop")
+        buildable = part[~part["predictor"].isin(LIMIT_KINDS)]
+        front = buildable[pareto(buildable) & (buildable["drop"] <= TRADEOFF_MAX_DROP)].sort_values("drop")
         if len(front):
             ax.step(front["drop"], front["saving"], where="post", color="0.2", linestyle="--", linewidth=0.8)
             ax.scatter(front["drop"], front["saving"], s=60, facecolor="none", edgecolor="0.2", linewidth=0.8,
@@ -253,8 +259,9 @@ def fig_tradeoff(runs: pd.DataFrame) -> Figure:
         ax.set(title=textwrap.fill(label, 34), xlabel="top-1 drop (points)", ylabel="net MAC saving (%)")
         ax.set_ylim(bottom=min(0.0, float(part["saving"].min()) - 1))
     handles = list(seen.values())
+    title = "predictor (colour: kind, marker: pattern; ringed: the Pareto front, oracles left out)"
     fig.legend(handles, list(seen), loc="outside lower center", ncols=min(4, max(1, len(handles))), frameon=False,
-               fontsize=7, title="predictor (colour: kind, marker: pattern; ringed: Pareto front)")  # fmt: skip
+               fontsize=7, title=title)  # fmt: skip
     fig.suptitle(_title("Net MAC saving against accuracy, every predictor", runs))
     return fig
 
