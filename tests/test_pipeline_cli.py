@@ -186,3 +186,47 @@ def test_sigterm_marks_the_open_run_killed(tmp_path):
     assert process.returncode != 0
     statuses = [r.info.status for r in runs(tmp_path)]
     assert statuses == ["KILLED"], err
+
+
+def test_predictor_kinds_end_to_end(tmp_path):
+    # contract section 7: the oracle leaves accuracy exactly at the baseline's and predicts every zero;
+    # the tile oracle never misses; a per-layer table is applied and recorded layer by layer
+    result = run_pipeline(
+        tmp_path, "-m", "predictor=none,oracle,tile_oracle", "window=3", "data.limit=200", "seed=1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "predictor oracle cuts no tiles: runs as window=1" in result.stdout
+    table = run_pipeline(tmp_path, "window=3", "+predictor.layers={0: off}", "+predictor.layers.2.window=2",
+                         "data.limit=200", "seed=1")  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    mlflow_client = client(tmp_path)
+    found = {}
+    for run in runs(tmp_path):
+        path = mlflow_client.download_artifacts(run.info.run_id, "layers.csv", str(tmp_path / run.info.run_id))
+        found[run.data.params["predictor"], run.data.params["predictor.layers"]] = (
+            run,
+            list(csv.DictReader(open(path))),
+        )
+    none, _ = found["none", "{}"]
+    oracle, oracle_rows = found["oracle", "{}"]
+    tile_oracle, tile_oracle_rows = found["tile_oracle", "{}"]
+    assert none.data.tags["baseline"] == "true" and oracle.data.tags["baseline"] == "false"
+    assert (
+        oracle.data.metrics["top1"] == none.data.metrics["top1"]
+        and oracle.data.metrics["top5"] == none.data.metrics["top5"]
+    )
+    assert oracle.data.params["window"] == "1" and tile_oracle.data.params["window"] == "3"
+    for row in oracle_rows:
+        assert int(row["pred_hit"]) == int(row["zeros"]) and int(row["pred_miss"]) == 0 == int(row["zero_diag"])
+        assert (row["predictor"], row["window"], row["pattern"], row["threshold"]) == ("oracle", "", "", "")
+    assert oracle.data.metrics["mac_saving"] == pytest.approx(
+        sum(int(r["zeros"]) * int(r["macs_per_act"]) for r in oracle_rows)
+        / (oracle.data.metrics["model_conv_macs_per_image"] * 200)
+    )
+    assert all(int(r["pred_miss"]) == 0 for r in tile_oracle_rows) and tile_oracle.data.metrics["frac/miss_mass"] == 0
+    assert tile_oracle.data.params["predictor.pattern"] == "diagonal"
+    _, rows = found["tile", '{"0":{"kind":"none"},"2":{"window":2}}']
+    settings = [(r["predictor"], r["window"], r["pattern"], r["threshold"]) for r in rows]
+    assert settings == [("none", "", "", ""), ("tile", "3", "diagonal", "0.0"), ("tile", "2", "diagonal", "0.0"),
+                        ("tile", "3", "diagonal", "0.0"), ("tile", "3", "diagonal", "0.0")]  # fmt: skip
+    assert int(rows[0]["pred_hit"]) + int(rows[0]["pred_miss"]) + int(rows[0]["zero_diag"]) == 0

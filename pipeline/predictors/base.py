@@ -55,7 +55,7 @@ class PredictorConfig:
     """
 
     kind: str = MISSING
-    layers: dict[str, Any] = field(default_factory=dict)
+    layers: dict[Any, Any] = field(default_factory=dict)  # keys: layer names (str) or indices (int or str)
 
 
 def parameters(config: PredictorConfig | type[PredictorConfig]) -> tuple[str, ...]:
