@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 DEVICES = "auto, cpu, cuda, cuda:N"
+SPLITS = ("test", "train")  # the evaluation images; the training split (never evaluated on)
 
 
 @dataclass
@@ -35,7 +36,9 @@ class DataConfig:
     """Which images to evaluate (conf/data/*.yaml)."""
 
     name: str = MISSING  # fashion_mnist, imagenet, synthetic
+    split: str = "test"  # test: the evaluation images; train: the training split (calibration, training, recovery)
     root: Optional[str] = None
+    train_root: Optional[str] = None  # imagenet: the training images' class folders (split=train)
     limit: Optional[int] = None  # evaluate a fixed subset of N images spread over the classes
     batch_size: int = 256
     num_workers: int = 0
@@ -46,6 +49,8 @@ class DataConfig:
     cache: bool = True  # keep preprocessed images in memory for the next job of a sweep
 
     def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"data.split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.limit is not None and self.limit <= 0:
             raise ValueError(f"data.limit must be a positive number of images or null (all), got {self.limit}")
         if self.batch_size <= 0:
@@ -64,6 +69,55 @@ class TrackingConfig:
 
 
 @dataclass
+class RecoverConfig:
+    """Recovery (contract section 9; conf/recover/<kind>.yaml): none, bn or finetune."""
+
+    kind: str = "none"
+
+
+@dataclass
+class BatchNormRecoverConfig(RecoverConfig):
+    """Re-estimate BatchNorm running statistics with the prediction active, on training-split images."""
+
+    kind: str = "bn"
+    images: int = 2000  # calibration images, spread over the training split
+    batch_size: int = 250
+
+    def __post_init__(self) -> None:
+        if self.images < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"recover.images and recover.batch_size must be >= 1, got {self.images}, {self.batch_size}"
+            )
+
+
+@dataclass
+class FinetuneRecoverConfig(RecoverConfig):
+    """Fine-tune the model with the prediction active in the forward pass, on the training split."""
+
+    kind: str = "finetune"
+    images: Optional[int] = None  # training images, spread over the training split (null: all of them)
+    epochs: float = 1.0  # passes over those images
+    steps: Optional[int] = None  # optimizer steps instead of epochs
+    lr: float = 0.001  # SGD with momentum
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        if self.images is not None and self.images < 1:
+            raise ValueError(f"recover.images must be >= 1 or null (all), got {self.images}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"recover.steps must be >= 1 or null (use recover.epochs), got {self.steps}")
+        if self.steps is None and not self.epochs > 0:
+            raise ValueError(f"recover.epochs must be > 0, got {self.epochs}")
+        if not self.lr > 0 or self.batch_size < 1:
+            raise ValueError(f"recover.lr must be > 0 and recover.batch_size >= 1, got {self.lr}, {self.batch_size}")
+
+
+RECOVER_SCHEMAS = {"none": RecoverConfig, "bn": BatchNormRecoverConfig, "finetune": FinetuneRecoverConfig}
+
+
+@dataclass
 class PipelineConfig:
     """One job: a model evaluated with a predictor (conf/predictor/<kind>.yaml) in the layers in scope."""
 
@@ -72,6 +126,7 @@ class PipelineConfig:
     predictor: Any = MISSING  # one kind's schema (pipeline.predictors): typed by conf/predictor/<kind>.yaml
     window: int = 1  # tile size k of the kinds that cut tiles
     layer: str = "all"  # all, a layer name, or an index
+    recover: Any = MISSING  # conf/recover/<kind>.yaml (the kind's schema)
     seed: int = 0
     device: str = "auto"
     force: bool = False  # rerun even when an identical FINISHED run exists
@@ -86,6 +141,7 @@ class PipelineConfig:
         from pipeline.predictors import schema_of
 
         self.predictor = schema_of(self.predictor)  # the kind's schema: checks its values
+        self.recover = recover_schema(self.recover)
 
 
 def register() -> None:
@@ -98,8 +154,21 @@ def register() -> None:
 
     store = ConfigStore.instance()
     store.store(name="pipeline_schema", node=PipelineConfig)  # types model: and data: too
+    store.store(name="train_predictor_schema", node=TrainPredictorConfig)
     for kind, cls in KINDS.items():
         store.store(group="predictor_schema", name=kind, node=cls.Config)
+    for kind, schema in RECOVER_SCHEMAS.items():
+        store.store(group="recover_schema", name=kind, node=schema)
+
+
+def recover_schema(recover: Any) -> RecoverConfig:
+    """The checked schema object of a recover config (a mapping or a schema object)."""
+    if isinstance(recover, RecoverConfig):
+        return recover
+    kind = dict(recover or {}).get("kind", "none")
+    if kind not in RECOVER_SCHEMAS:
+        raise ValueError(f"unknown recover kind {kind!r}; known: {', '.join(RECOVER_SCHEMAS)}")
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RECOVER_SCHEMAS[kind]), dict(recover)))
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
@@ -113,3 +182,42 @@ def validate(cfg: DictConfig) -> PipelineConfig:
     plain = plain_config(cfg)
     schema = OmegaConf.merge(OmegaConf.structured(PipelineConfig), plain)
     return OmegaConf.to_object(schema)  # type: ignore[return-value]
+
+
+@dataclass
+class TrainPredictorConfig:
+    """``python -m pipeline.train_predictor``: learned predictors of one model (conf/train_predictor.yaml)."""
+
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING  # its training split is read (data.split is set to train)
+    pattern: str = "checkerboard"  # the cells computed first
+    window: int = 2  # the tile size of the pattern
+    images: int = 20000  # training images, spread over the training split
+    holdout: int = 2000  # other training-split images: the thresholds are chosen on them
+    epochs: int = 2
+    batch_size: int = 256
+    lr: float = 0.01  # Adam
+    seed: int = 0
+    miss_mass: float = 0.01  # each layer's default threshold: the largest that loses at most this share of its mass
+    out: Optional[str] = None  # null: outputs/predictors/<model>.pt
+    replace_shipped: bool = False  # write pipeline/checkpoints/predictors/<model>.pt instead
+    progress: Optional[bool] = None
+    threads: Optional[int] = None  # torch threads (null: torch's default)
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="predictor-training"))
+
+    def __post_init__(self) -> None:
+        from pipeline.predictors import PATTERNS
+
+        if self.pattern not in PATTERNS:
+            raise ValueError(f"pattern must be one of {', '.join(PATTERNS)}, got {self.pattern!r}")
+        if self.window < 2:
+            raise ValueError(
+                f"window must be >= 2 (at 1 every cell is computed: nothing to predict), got {self.window}"
+            )
+        for key in ("images", "holdout", "epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not 0 < self.miss_mass < 1:
+            raise ValueError(f"miss_mass must be a fraction in (0, 1), got {self.miss_mass}")
+        if self.out and self.replace_shipped:
+            raise ValueError("out= and replace_shipped=true name two destinations: keep one")

@@ -36,7 +36,7 @@ _PREDICTION = slice(2, 5)  # zero_diag, pred_hit, pred_miss in MEASURED_KEYS
 
 __all__ = [
     "CSV_COLUMNS", "MASS_KEYS", "MEASURED_KEYS", "WINDOW_SIZES", "LayerCounts", "Measurement", "measure",
-    "measure_torch", "rate_metrics", "ratio", "window_totals", "zero_window_counts",
+    "measure_torch", "predict", "rate_metrics", "ratio", "window_totals", "zero_window_counts",
 ]  # fmt: skip
 
 
@@ -92,6 +92,18 @@ def measure(activation: Tensor, predictor: Predictor | None, first_image: int = 
         return result
     statistics = _kernel(library, activation, KernelSpec(0), apply=False)
     return _predict(activation, predictor, first_image, statistics.counts, statistics.masses)
+
+
+def predict(activation: Tensor, predictor: Predictor | None, first_image: int = 0) -> Tensor:
+    """Only the prediction, nothing counted (recovery passes). Under autograd out of place, so the
+    predicted cells pass no gradient and the others do."""
+    if predictor is None or predictor.predicts_nothing:
+        return activation
+    if not (activation.requires_grad and torch.is_grad_enabled()):
+        return measure(activation, predictor, first_image).output
+    with torch.no_grad():
+        _, predicted = predictor.masks(LayerInput(activation.detach(), activation == 0, first_image))
+    return activation.masked_fill(predicted, 0)
 
 
 def measure_torch(activation: Tensor, predictor: Predictor | None, first_image: int = 0) -> Measurement:

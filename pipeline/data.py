@@ -58,8 +58,10 @@ _CACHE: dict[tuple, EvalData] = {}
 
 
 def load_eval_data(cfg: DataConfig, seed: int = 0) -> EvalData:
-    """The evaluated images of ``cfg``, served from the in-memory cache when already prepared."""
-    key = (cfg.name, cfg.root, cfg.limit, tuple(cfg.image_size), cfg.size, cfg.num_classes, seed)
+    """The evaluated images of ``cfg`` (its ``split``: test = evaluation, train = calibration and
+    training), served from the in-memory cache when already prepared."""
+    key = (cfg.name, cfg.split, cfg.root, cfg.train_root, cfg.limit, tuple(cfg.image_size), cfg.size,
+           cfg.num_classes, seed)  # fmt: skip
     if cfg.cache and key in _CACHE:
         return _CACHE[key]
     if cfg.name == "fashion_mnist":
@@ -99,14 +101,15 @@ def _materialize(data: EvalData, batch_size: int, num_workers: int) -> EvalData:
 # Fashion-MNIST ------------------------------------------------------------------------------
 
 
-def find_fashion_mnist(root: str | None) -> Path | None:
-    """The first folder holding the Fashion-MNIST IDX files: data.root, then Debian's package."""
+def find_fashion_mnist(root: str | None, split: str = "test") -> Path | None:
+    """The first folder holding the Fashion-MNIST IDX files of ``split``: data.root, then Debian's package."""
+    files = FMNIST_TEST if split == "test" else FMNIST_TRAIN
     candidates = []
     if root:
         candidates += [Path(root), Path(root) / "FashionMNIST" / "raw"]
     candidates.append(DEBIAN_FASHION_MNIST)
     for folder in candidates:
-        if all(_idx_file(folder, name) is not None for name in FMNIST_TEST):
+        if all(_idx_file(folder, name) is not None for name in files):
             return folder
     return None
 
@@ -154,30 +157,31 @@ def normalize_fashion_mnist(images: Tensor) -> Tensor:
 
 
 def _fashion_mnist(cfg: DataConfig) -> EvalData:
-    folder = find_fashion_mnist(cfg.root)
+    folder = find_fashion_mnist(cfg.root, cfg.split)
     if folder is None and cfg.download:
-        folder = _download_fashion_mnist(cfg.root or "outputs/data")
+        folder = _download_fashion_mnist(cfg.root or "outputs/data", cfg.split)
     if folder is None:
         where = f"data.root={cfg.root} or " if cfg.root else ""
+        files = FMNIST_TEST if cfg.split == "test" else FMNIST_TRAIN
         raise DataError(
-            f"Fashion-MNIST test files ({FMNIST_TEST[0]}.gz, {FMNIST_TEST[1]}.gz) not found in "
+            f"Fashion-MNIST {cfg.split} files ({files[0]}.gz, {files[1]}.gz) not found in "
             f"{where}{DEBIAN_FASHION_MNIST}, and torchvision could not download them. Either install "
             f"Debian's package (apt-get install dataset-fashion-mnist), or put the files in a folder "
             f"and pass data.root=FOLDER (torchvision's download works where the internet is reachable)."
         )
-    images, labels = read_fashion_mnist(folder, "test")
+    images, labels = read_fashion_mnist(folder, cfg.split)
     index = torch.tensor(spread_indices(len(labels), cfg.limit))
     return EvalData("fashion_mnist", len(index), (1, 28, 28), normalize_fashion_mnist(images[index]), labels[index])
 
 
-def _download_fashion_mnist(root: str) -> Path | None:
+def _download_fashion_mnist(root: str, split: str = "test") -> Path | None:
     import torchvision
 
     try:
-        torchvision.datasets.FashionMNIST(root, train=False, download=True)
+        torchvision.datasets.FashionMNIST(root, train=split == "train", download=True)
     except Exception:  # offline, or a proxy refusing: reported by the caller
         return None
-    return find_fashion_mnist(root)
+    return find_fashion_mnist(root, split)
 
 
 # ImageNet -----------------------------------------------------------------------------------
@@ -200,19 +204,22 @@ def imagenet_transform():
 def _imagenet(cfg: DataConfig) -> EvalData:
     from torchvision.datasets import ImageFolder
 
+    key, folder, what = ("data.root", cfg.root, "validation") if cfg.split == "test" else (
+        "data.train_root", cfg.train_root, "training"
+    )  # fmt: skip
     hint = (
-        "data.root must be the ILSVRC-2012 validation set as class sub-folders, "
+        f"{key} must be the ILSVRC-2012 {what} set (or a spread subset of it) as class sub-folders, "
         "<root>/<wnid>/*.JPEG (torchvision's ImageFolder layout; class order = torchvision's indices)"
     )
-    if not cfg.root:
-        raise DataError(f"data=imagenet needs data.root. {hint}")
-    root = Path(cfg.root)
+    if not folder:
+        raise DataError(f"data=imagenet with data.split={cfg.split} needs {key}. {hint}")
+    root = Path(folder)
     if not root.is_dir():
-        raise DataError(f"data.root={root} is not a folder. {hint}")
+        raise DataError(f"{key}={root} is not a folder. {hint}")
     try:
         dataset = ImageFolder(str(root), transform=imagenet_transform())
     except (FileNotFoundError, RuntimeError) as exc:
-        raise DataError(f"data.root={root} holds no images in class folders ({exc}). {hint}") from exc
+        raise DataError(f"{key}={root} holds no images in class folders ({exc}). {hint}") from exc
     index = spread_indices(len(dataset), cfg.limit)
     return EvalData("imagenet", len(index), (3, 224, 224), dataset=Subset(dataset, index))
 
@@ -221,8 +228,8 @@ def _imagenet(cfg: DataConfig) -> EvalData:
 
 
 def _synthetic(cfg: DataConfig, seed: int) -> EvalData:
-    """Deterministic standard-normal images and uniform labels from ``seed``."""
-    generator = torch.Generator().manual_seed(seed)
+    """Deterministic standard-normal images and uniform labels from ``seed`` (another stream for the train split)."""
+    generator = torch.Generator().manual_seed(seed if cfg.split == "test" else seed + 7919)
     size = cfg.size if cfg.limit is None else min(cfg.limit, cfg.size)
     images = torch.randn((size, *cfg.image_size), generator=generator)
     labels = torch.randint(0, cfg.num_classes, (size,), generator=generator)

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from pipeline.counts import MASS_KEYS, MEASURED_KEYS, LayerCounts, measure
+from pipeline.counts import MASS_KEYS, MEASURED_KEYS, LayerCounts, measure, predict
 from pipeline.layers import PredictableLayer, discover_layers, resolve_scope, trace
 from pipeline.predictors import Predictor, PredictorFactory
 
@@ -37,8 +37,11 @@ class Probe(nn.Module):
         self.images = 0  # images seen so far: the next batch's first image index
         self.total: Tensor | None = None  # int64 (len(MEASURED_KEYS),), on the activation's device
         self.masses: Tensor | None = None  # float64 (len(MASS_KEYS),)
+        self.measuring = True  # False: only predict (recovery passes)
 
     def forward(self, activation: Tensor) -> Tensor:
+        if not self.measuring:
+            return predict(activation, self.predictor, first_image=self.images)
         result = measure(activation, self.predictor, first_image=self.images)
         self.total = result.counts if self.total is None else self.total + result.counts
         self.masses = result.masses if self.masses is None else self.masses + result.masses
@@ -123,6 +126,11 @@ class InstrumentedModel(nn.Module):
         for probe in self.probes:
             probe.reset()
         self.forwards = 0
+
+    def measuring(self, on: bool) -> None:
+        """Count (the default) or only predict: recovery passes predict without counting."""
+        for probe in self.probes:
+            probe.measuring = on
 
 
 @contextmanager

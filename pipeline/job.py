@@ -8,6 +8,7 @@ before a run is created, so bad input never leaves a run behind.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import random
 from dataclasses import dataclass
@@ -23,11 +24,12 @@ from pipeline.counts import layer_metrics, rate_metrics
 from pipeline.data import load_eval_data
 from pipeline.evaluate import Evaluation, evaluate
 from pipeline.instrument import InstrumentedModel
-from pipeline.keys import BASELINE_TAG, CONFIG_HASH_TAG, PARENT_RUN_TAG, SWEEP_TAG
+from pipeline.keys import BASELINE_TAG, CONFIG_HASH_TAG, PARENT_RUN_TAG, RECOVER_PARAM, SPLIT_PARAM, SWEEP_TAG
 from pipeline.layers import PredictableLayer, TraceError, discover_layers, model_conv_macs, resolve_scope
 from pipeline.models import build_model
 from pipeline.predictors import (
     BuildContext,
+    Predictor,
     factory,
     kind_class,
     parameters,
@@ -35,6 +37,8 @@ from pipeline.predictors import (
     predicts_nothing,
     resolve_plans,
 )
+from pipeline.recover import RecoverError, recover
+from pipeline.recover import check as check_recovery
 from pipeline.tracking import Tracker, git_commit
 
 # keys that do not change a job's numbers: not part of its identity for resume
@@ -142,6 +146,11 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
         raise PipelineError(str(exc)) from None
     for note in notes:
         print(f"{model_label(config)} layer={requested}: {note}", flush=True)
+    predictors = _build_predictors(config, layers)
+    try:
+        check_recovery(config.recover, model, model_label(config))
+    except RecoverError as exc:
+        raise PipelineError(str(exc)) from None
     where = describe(config, layers)
     identity = config_hash(cfg)
     tracker = Tracker(config.tracking)
@@ -159,10 +168,9 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
             f"data {config.data.name} gives {tuple(data.image_shape)} images but model "
             f"{model_label(config)} expects model.input_size={list(config.model.input_size)}"
         )
-    predictors = factory(config.predictor, config.window, BuildContext(seed=config.seed))
-    net = InstrumentedModel(model, predictors, config.layer).to(device)
+    net = InstrumentedModel(model, lambda _layers, _scope: predictors, config.layer).to(device)
     conv_macs = model_conv_macs(model, tuple(config.model.input_size))
-    baseline = all(p is None or p.predicts_nothing for p in net.predictors())
+    baseline = config.recover.kind == "none" and all(p is None or p.predicts_nothing for p in net.predictors())
 
     parent = tracker.parent_of(job.sweep) if job.sweep else None
     tags = {
@@ -177,19 +185,24 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
         BASELINE_TAG: str(baseline).lower(),
     }
     name = f"{model_label(config)}-{predictor_label(config)}-w{config.window}-{config.layer}"
+    if config.recover.kind != "none":
+        name += f"-{config.recover.kind}"
     with tracker.job_run(name, params(config, device), tags) as record:
+        try:
+            recovered = recover(net, model, config.recover, config.data, config.seed, device, config.progress)
+        except RecoverError as exc:
+            raise PipelineError(str(exc)) from None
         result = evaluate(
             net, data, device, config.data.batch_size, config.data.num_workers, config.progress, label=name
         )
-        metrics = model_metrics(result, conv_macs)
-        record.commit(
-            metrics,
-            [c.row() for c in result.layers],
-            {
-                "config.yaml": OmegaConf.to_yaml(plain_config(cfg)),
-                "overrides.yaml": OmegaConf.to_yaml(list(job.overrides)),
-            },
-        )
+        metrics = {**model_metrics(result, conv_macs), **recovered}
+        artifacts: dict[str, str | bytes] = {
+            "config.yaml": OmegaConf.to_yaml(plain_config(cfg)),
+            "overrides.yaml": OmegaConf.to_yaml(list(job.overrides)),
+        }
+        if config.recover.kind != "none":  # the recovered weights (a state_dict, weights_only loadable)
+            artifacts["recovered_model.pt"] = _state_bytes(model)
+        record.commit(metrics, [c.row() for c in result.layers], artifacts)
     line = (
         f"{where}: mac_saving={metrics['mac_saving']:.4f} net_mac_saving={metrics['net_mac_saving']:.4f} "
         f"top1={result.top1:.4f} top5={result.top5:.4f} "
@@ -235,7 +248,10 @@ def predictor_label(config: PipelineConfig) -> str:
 def describe(config: PipelineConfig, layers: list[PredictableLayer] | None = None) -> str:
     """The job's line head: ``alexnet_fmnist window=3 layer=3 (features.8) predictor=tile(diagonal)``."""
     layer = _layer_text(config.layer, layers)
-    return f"{model_label(config)} window={config.window} layer={layer} predictor={predictor_label(config)}"
+    recovered = f" recover={config.recover.kind}" if config.recover.kind != "none" else ""
+    return (
+        f"{model_label(config)} window={config.window} layer={layer} predictor={predictor_label(config)}{recovered}"
+    )
 
 
 def _layer_text(layer: str, layers: list[PredictableLayer] | None) -> str:
@@ -261,6 +277,15 @@ def _check_layers(model: torch.nn.Module, config: PipelineConfig) -> list[Predic
     return layers
 
 
+def _build_predictors(config: PipelineConfig, layers: list[PredictableLayer]) -> list[Predictor]:
+    """One predictor per layer (a learned kind loads its checkpoint here, before any run exists)."""
+    context = BuildContext(seed=config.seed, model=config.model.name)
+    try:
+        return factory(config.predictor, config.window, context)(layers, resolve_scope(layers, config.layer))
+    except (ValueError, OSError) as exc:
+        raise PipelineError(f"model {model_label(config)}, predictor {config.predictor.kind}: {exc}") from None
+
+
 def predictor_params(config: PipelineConfig) -> dict[str, object]:
     """``predictor`` (the kind) and ``predictor.<name>`` for each of its parameters and the layer table."""
     predictor = config.predictor
@@ -284,7 +309,10 @@ def params(config: PipelineConfig, device: torch.device) -> dict[str, object]:
         "layer": config.layer,
         "limit": config.data.limit,
         "seed": config.seed,
+        SPLIT_PARAM: config.data.split,
         **predictor_params(config),
+        RECOVER_PARAM: config.recover.kind,
+        **{f"recover.{k}": v for k, v in vars(config.recover).items() if k != "kind"},
         "device": str(device),
     }
     for group in ("model", "data"):
@@ -310,6 +338,12 @@ def _load(config: PipelineConfig):
         return load_eval_data(config.data, config.seed)
     except DataError as exc:
         raise PipelineError(str(exc)) from None
+
+
+def _state_bytes(model: torch.nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    return buffer.getvalue()
 
 
 def _write_result(job: HydraJob, status: str, run_id: str | None) -> None:

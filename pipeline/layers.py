@@ -162,3 +162,22 @@ def resolve_scope(layers: list[PredictableLayer], layer: str | int) -> set[int]:
     if not matches:
         raise ValueError(f"unknown layer {layer!r}: valid layers are all, or one of {valid}")
     return matches
+
+
+def capture(model: nn.Module) -> tuple[list[PredictableLayer], fx.GraphModule]:
+    """A traced copy of ``model`` (sharing its parameters) whose forward returns, instead of the
+    logits, a copy of every predictable layer's output in index order: the unmodified network's
+    activations (what a learned predictor is trained on). Copies, because ReLUs may run in place."""
+    graph_module = trace(model)
+    layers = discover_layers(model, graph_module)
+    nodes = {node.name: node for node in graph_module.graph.nodes}
+    copies = []
+    for spec in layers:
+        relu = nodes[spec.node]
+        with graph_module.graph.inserting_after(relu):
+            copies.append(graph_module.graph.call_method("clone", (relu,)))
+    output = next(node for node in graph_module.graph.nodes if node.op == "output")
+    output.args = (tuple(copies),)
+    graph_module.graph.eliminate_dead_code()
+    graph_module.recompile()
+    return layers, graph_module

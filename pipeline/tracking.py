@@ -157,9 +157,9 @@ class JobRecord:
         self,
         metrics: Mapping[str, float],
         layer_rows: list[dict[str, object]],
-        texts: Mapping[str, str],
+        texts: Mapping[str, str | bytes],
     ) -> None:
-        """Log all metrics, ``layers.csv`` and text artifacts (file name -> content)."""
+        """Log all metrics, ``layers.csv`` and the artifacts of ``texts`` (file name -> text or bytes)."""
         now = get_current_time_millis()
         batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
         for start in range(0, len(batch), 1000):  # MLflow's per-request limit
@@ -170,7 +170,8 @@ class JobRecord:
                 writer.writeheader()
                 writer.writerows(layer_rows)
             for file_name, content in texts.items():
-                (Path(folder) / file_name).write_text(content)
+                path = Path(folder) / file_name
+                path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
             self.client.log_artifacts(self.run_id, folder)
         self.committed = True
 

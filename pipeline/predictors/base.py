@@ -80,6 +80,7 @@ class BuildContext:
     """What building a layer's predictor may need beyond its plan and layer."""
 
     seed: int = 0  # the job's seed (seeded kinds)
+    model: str = ""  # the model's registry name (a learned kind finds its shipped checkpoint by it)
     shared: dict[str, Any] = field(default_factory=dict)  # loaded once per job (a checkpoint, ...)
 
 
