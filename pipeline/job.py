@@ -26,6 +26,7 @@ from pipeline.instrument import InstrumentedModel
 from pipeline.layers import model_conv_macs
 from pipeline.models import build_model
 from pipeline.prediction import build_predictor
+from pipeline.redact import redact, redact_tree
 from pipeline.tracking import CONFIG_HASH_TAG, PARENT_RUN_TAG, SWEEP_TAG, Tracker, git_commit
 
 # keys that do not change a job's numbers: not part of its identity for resume
@@ -144,8 +145,8 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
             metrics,
             [c.row() for c in result.layers],
             {
-                "config.yaml": OmegaConf.to_yaml(plain_config(cfg)),
-                "overrides.yaml": OmegaConf.to_yaml(list(job.overrides)),
+                "config.yaml": OmegaConf.to_yaml(redact_tree(plain_config(cfg))),  # no password of tracking.uri
+                "overrides.yaml": OmegaConf.to_yaml([redact(item) for item in job.overrides]),
             },
         )
     line = (
