@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from analysis.config import FORMATS, AnalysisConfig, AnalysisError, validate
+from analysis.config import AnalysisConfig, AnalysisError, validate
 from analysis.load import load_runs, open_store, pipeline_hint, resolve_uri, with_layer_index
 from analysis.record import ensure_experiment, log_analysis_run
 from analysis.summary import markdown, summary_table, with_baseline, write_summary
@@ -25,9 +25,6 @@ from analysis.summary import markdown, summary_table, with_baseline, write_summa
 RUN_COLUMNS = ("run_id", "start_time", "config_hash", "sweep", "model", "data", "window", "layer", "limit",
                "seed", "predictor", "top1", "top5", "mac_saving")  # fmt: skip
 FIGURE_NAMES = ("fig2_zero_windows", "fig5_breakdown", "fig6_mac_savings", "fig7_accuracy", "fig_layers")
-OUTPUT_NAMES = {f"{name}.{fmt}" for name in FIGURE_NAMES for fmt in FORMATS} | {
-    "summary.csv", "summary.md", "runs.csv",
-}  # fmt: skip
 
 
 @dataclass
@@ -85,11 +82,8 @@ def _log(client, config: AnalysisConfig, runs: pd.DataFrame, figures: list[Path]
 
 
 def _publish(staging: Path, files: list[Path], out: Path) -> list[Path]:
-    """Move the finished files into ``out``; drop earlier analysis outputs this run did not make."""
+    """Move the finished files into ``out`` (replacing files of the same name); delete nothing else."""
     out.mkdir(parents=True, exist_ok=True)
-    names = {path.name for path in files}
-    for stale in OUTPUT_NAMES - names:
-        (out / stale).unlink(missing_ok=True)
     moved = []
     for path in files:
         os.replace(path, out / path.name)

@@ -320,3 +320,17 @@ def test_cli_prints_error_and_exits_2_without_a_baseline(store, tmp_path):
     assert "python -m pipeline model=tiny data=fashion_mnist data.limit=100 seed=0 window=1" in lines[0]
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "figures").exists()
+
+
+def test_analysis_deletes_no_file_it_did_not_make(store, tmp_path):
+    """Files already in ``out`` (an earlier analysis' fig_layers, a user's notes) survive a call that does not
+    write them; only files of the same name are replaced."""
+    out = tmp_path / "out"
+    out.mkdir()
+    kept = {"fig_layers.png": b"an earlier analysis", "fig2_zero_windows.svg": b"<svg/>", "notes.txt": b"mine"}
+    for name, content in kept.items():
+        (out / name).write_bytes(content)
+    (out / "summary.md").write_text("an earlier summary")
+    run(config(store["uri"], out, "filters.model=[vgg16]", "log_run=false", "formats=[png]"))
+    assert {name: (out / name).read_bytes() for name in kept} == kept
+    assert (out / "summary.md").read_text() != "an earlier summary"  # replaced by this call's summary
