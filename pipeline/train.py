@@ -5,7 +5,7 @@
 
 The checkpoint goes to outputs/checkpoints/<model>.pt (use it with model.checkpoint=PATH); only
 --replace-shipped overwrites the shipped pipeline/checkpoints/<model>.pt that the model configs load.
-On 2 CPU cores an epoch takes about 31-60 s (per-model epochs: MODEL_DEFAULTS). This module imports
+An epoch takes 0.5-3 minutes on 2 CPU cores (per-model epochs: MODEL_DEFAULTS). This module imports
 neither torch nor mlflow until the arguments are parsed, so --help answers at once.
 """
 
