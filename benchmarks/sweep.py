@@ -11,6 +11,7 @@ and the ratio of the wall time to 5x (jobs x) the plain model time.
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -76,4 +77,6 @@ def main(overrides: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the sweep, e.g. model=vgg16_fmnist")
+    sys.exit(main(parser.parse_args().overrides))

@@ -16,6 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import TrackingConfig
+from pipeline.redact import redact
 
 _OPEN: dict[str, tuple[Any, str, str]] = {}  # parent run id -> (tracker, run id, sweep dir)
 
@@ -31,7 +32,7 @@ class SweepTracking(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = str(Path(config.hydra.sweep.dir).resolve())
         tracker = _tracker(config)
-        overrides = " ".join(config.hydra.overrides.task)
+        overrides = redact(" ".join(config.hydra.overrides.task))  # tracking.uri may hold a password
         run_id = tracker.start_parent(sweep, f"sweep {overrides}".strip(), {"overrides": overrides[:5000]})
         _OPEN[run_id] = (tracker, run_id, sweep)
 

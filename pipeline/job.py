@@ -39,6 +39,7 @@ from pipeline.predictors import (
 )
 from pipeline.recover import RecoverError, recover
 from pipeline.recover import check as check_recovery
+from pipeline.redact import redact, redact_tree
 from pipeline.tracking import Tracker, git_commit
 
 # keys that do not change a job's numbers: not part of its identity for resume
@@ -197,8 +198,8 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
         )
         metrics = {**model_metrics(result, conv_macs), **recovered}
         artifacts: dict[str, str | bytes] = {
-            "config.yaml": OmegaConf.to_yaml(plain_config(cfg)),
-            "overrides.yaml": OmegaConf.to_yaml(list(job.overrides)),
+            "config.yaml": OmegaConf.to_yaml(redact_tree(plain_config(cfg))),  # no password of tracking.uri
+            "overrides.yaml": OmegaConf.to_yaml([redact(item) for item in job.overrides]),
         }
         if config.recover.kind != "none":  # the recovered weights (a state_dict, weights_only loadable)
             artifacts["recovered_model.pt"] = _state_bytes(model)

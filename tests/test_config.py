@@ -20,6 +20,8 @@ DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 LAUNCHERS = sorted(p.stem for p in (CONF / "launcher").glob("*.yaml"))
 PREDICTORS = sorted(p.stem for p in (CONF / "predictor").glob("*.yaml"))
+LAUNCHER_CLASSES = {"basic": ".BasicLauncher", "joblib": ".JoblibLauncher", "slurm": ".SlurmLauncher",
+                    "submitit_local": ".LocalLauncher"}  # fmt: skip
 EXPECTED_LAYERS = {"alexnet": 5, "vgg16": 13, "resnet18": 17}
 
 register()
@@ -39,7 +41,7 @@ def test_shipped_groups_are_the_documented_ones():
 
     assert set(PREDICTORS) == set(KINDS)  # one config per registered kind
     assert {"paper_imagenet", "paper_fmnist", "layers_fmnist"} <= set(EXPERIMENTS)
-    assert {"basic", "joblib", "slurm"} <= set(LAUNCHERS)
+    assert {"basic", "joblib", "slurm", "submitit_local"} <= set(LAUNCHERS)
 
 
 @pytest.mark.parametrize("model", [m for m in MODELS if m != "custom"])
@@ -86,10 +88,8 @@ def test_union_sweeper_runs_each_grid_once_with_the_command_line_on_top():
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_every_launcher_preset_composes(launcher):
-    if launcher == "slurm":
-        pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cfg = composed(f"launcher={launcher}", multirun=True)
-    assert cfg.hydra.launcher._target_
+    assert cfg.hydra.launcher._target_.endswith(LAUNCHER_CLASSES.get(launcher, ""))
 
 
 def test_default_data_builds_and_limit_spreads_over_all_classes():

@@ -6,7 +6,7 @@ by Playwright) reads the runs table, a run's metrics and a figure of the analysi
 A fast negative check proves the table helper reports a server that shows no runs.
 About 55 s on 2 CPU cores (sweep and analysis ~25 s, each server ~10 s to start); marked `browser`.
 
-Set CNP_SAVE_SCREENSHOT=1 to also copy the runs table's screenshot to outputs/ui/runs-table.png.
+Set CNP_SAVE_SCREENSHOT=1 to also copy the runs table's screenshot to docs/ui/runs-table.png (the README's).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def test_runs_table_lists_the_sweep_with_model_and_window(store, server, page, t
     page.screenshot(path=str(shot))
     assert shot.read_bytes().startswith(ui.PNG_MAGIC)
     if os.environ.get("CNP_SAVE_SCREENSHOT"):
-        target = REPO / "outputs" / "ui" / "runs-table.png"
+        target = REPO / "docs" / "ui" / "runs-table.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, target)
 
