@@ -118,6 +118,15 @@ RECOVER_SCHEMAS = {"none": RecoverConfig, "bn": BatchNormRecoverConfig, "finetun
 
 
 @dataclass
+class OperatingPointInfo:
+    """What an operating point preset (conf/operating_point/<name>.yaml) was found for."""
+
+    name: str = MISSING
+    model: str = MISSING  # the model its per-layer table belongs to
+    budget: float = MISSING  # top-1 points on calibration
+
+
+@dataclass
 class PipelineConfig:
     """One job: a model evaluated with a predictor (conf/predictor/<kind>.yaml) in the layers in scope."""
 
@@ -127,6 +136,7 @@ class PipelineConfig:
     window: int = 1  # tile size k of the kinds that cut tiles
     layer: str = "all"  # all, a layer name, or an index
     recover: Any = MISSING  # conf/recover/<kind>.yaml (the kind's schema)
+    operating_point: Optional[OperatingPointInfo] = None  # set by conf/operating_point/<name>.yaml
     seed: int = 0
     device: str = "auto"
     force: bool = False  # rerun even when an identical FINISHED run exists
@@ -142,6 +152,12 @@ class PipelineConfig:
 
         self.predictor = schema_of(self.predictor)  # the kind's schema: checks its values
         self.recover = recover_schema(self.recover)
+        if self.operating_point is not None and self.operating_point.model != self.model.name:
+            raise ValueError(
+                f"operating point {self.operating_point.name} was found for model {self.operating_point.model}, "
+                f"not {self.model.name}: run it with model={self.operating_point.model}, or search one for "
+                f"{self.model.name} (python -m pipeline.search model={self.model.name})"
+            )
 
 
 def register() -> None:
@@ -155,6 +171,7 @@ def register() -> None:
     store = ConfigStore.instance()
     store.store(name="pipeline_schema", node=PipelineConfig)  # types model: and data: too
     store.store(name="train_predictor_schema", node=TrainPredictorConfig)
+    store.store(name="search_schema", node=SearchAppConfig)
     for kind, cls in KINDS.items():
         store.store(group="predictor_schema", name=kind, node=cls.Config)
     for kind, schema in RECOVER_SCHEMAS.items():
@@ -221,3 +238,43 @@ class TrainPredictorConfig:
             raise ValueError(f"miss_mass must be a fraction in (0, 1), got {self.miss_mass}")
         if self.out and self.replace_shipped:
             raise ValueError("out= and replace_shipped=true name two destinations: keep one")
+
+
+@dataclass
+class SearchConfig:
+    """``search.*`` of ``python -m pipeline.search`` (conf/search.yaml)."""
+
+    budget: float = 0.5  # top-1 points the operating point may lose on calibration
+    calibration: int = 10000  # calibration images, spread over the training split
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # per-layer settings to try
+    measure_recover: bool = True  # the recovery also in the per-layer measurements
+    rounds: int = 6  # checks of the combined table on calibration
+    name: Optional[str] = None  # null: <model>-b<budget>
+    out: Optional[str] = None  # null: outputs/operating_points/<name>.yaml
+    force: bool = False  # rerun evaluations that already have a FINISHED run
+
+    def __post_init__(self) -> None:
+        if not self.budget >= 0:
+            raise ValueError(f"search.budget must be >= 0 top-1 points, got {self.budget}")
+        if self.calibration < 1 or self.rounds < 1:
+            raise ValueError(
+                f"search.calibration and search.rounds must be >= 1, got {self.calibration}, {self.rounds}"
+            )
+        if not self.candidates:
+            raise ValueError(
+                "search.candidates is empty: give per-layer settings to try, e.g. {kind: tile, window: 3}"
+            )
+        from pipeline.predictors import LayerSetting, layer_setting
+
+        for number, candidate in enumerate(self.candidates):
+            setting = layer_setting(candidate, f"search.candidates[{number}]")
+            if setting.kind is None:
+                raise ValueError(f"search.candidates[{number}] needs a kind (tile, learned, ...): {candidate}")
+            assert isinstance(setting, LayerSetting)
+
+
+@dataclass
+class SearchAppConfig(PipelineConfig):
+    """``python -m pipeline.search``: the pipeline's keys (model, data, recover, tracking) and ``search``."""
+
+    search: SearchConfig = MISSING  # conf/search.yaml

@@ -113,7 +113,7 @@ def canonical(cfg: DictConfig) -> tuple[DictConfig, list[str]]:
     """
     config = validate(cfg)
     plain = plain_config(cfg)
-    plain["predictor"]["layers"] = {str(key): entry for key, entry in plain["predictor"]["layers"].items()}
+    plain["predictor"]["layers"] = {str(key): entry for key, entry in plain["predictor"].get("layers", {}).items()}
     notes = []
     tiled = kind_class(config.predictor.kind).tiled or any(
         kind_class(entry.kind or config.predictor.kind).tiled for entry in config.predictor.layers.values()

@@ -111,6 +111,7 @@ def _finetune(
         parameters, lr=recover.lr, momentum=recover.momentum, weight_decay=recover.weight_decay
     )
     generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # dropout draws from the global generator
     criterion = nn.CrossEntropyLoss()
     model.train()
     disable = (not sys.stderr.isatty()) if progress is None else not progress

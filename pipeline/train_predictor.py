@@ -119,7 +119,7 @@ def train(config: TrainPredictorConfig, model: nn.Module) -> tuple[list[Predicta
                 if step % LOSS_EVERY == 0 or step == steps:
                     now = int(time.time() * 1000)
                     history += [
-                        (f"loss/{layer.name}", float(value), now, step)
+                        (f"loss/{layer.name}", value.item(), now, step)
                         for layer, value in zip(layers, losses, strict=True)
                     ]
                 bar.update(1)
@@ -179,9 +179,10 @@ def holdout_scores(nets: nn.ModuleDict, layers, outputs, holdout: Tensor, config
 
 
 def default_threshold(scores: LayerScores, miss_mass: float) -> float:
-    """The largest grid threshold whose predictions lose at most ``miss_mass`` of the layer's mass."""
+    """The largest grid threshold whose predictions lose at most ``miss_mass`` of the layer's mass
+    (-inf, predicting nothing, when even the smallest loses more)."""
     allowed = [t for t, lost in zip(GRID, scores.lost.tolist(), strict=True) if lost <= miss_mass * scores.mass]
-    return max(allowed, default=0.0)
+    return max(allowed, default=float("-inf"))
 
 
 def checkpoint(

@@ -1,0 +1,357 @@
+"""Operating points: the most net MACs saved within a top-1 budget, found layer by layer (contract section 9).
+
+    python -m pipeline.search model=alexnet_fmnist search.budget=0.5
+
+Every choice is made on a *calibration* set spread over the training split; the evaluation images
+are read once, at the end, to evaluate what was chosen. Steps, each evaluation an ordinary tracked
+job run (``pipeline.job.run``) under one parent run of the search:
+
+1. the baseline on calibration (nothing predicted);
+2. for every layer and every candidate setting (``search.candidates``: kinds, windows, patterns,
+   thresholds), that layer alone predicted: its net MAC saving and its top-1 drop;
+3. the per-layer table that maximizes the summed net saving with the summed drop within the budget
+   (each layer one candidate or off; a multiple-choice knapsack, solved exactly on drops counted in
+   images);
+4. the table checked on calibration as a whole and corrected: the knapsack's budget is scaled down
+   while the check exceeds the real budget and up while it stays within it (``search.rounds``
+   checks); the best table that met the budget is kept;
+5. that table and the baseline evaluated on the evaluation images.
+
+The top-level ``recover`` applies to the checks and the final evaluation, and to the per-layer
+measurements when ``search.measure_recover`` is true (BatchNorm re-estimation is cheap there;
+fine-tuning is not). Rerunning a search reuses every finished run. The result is an operating
+point preset (``conf/operating_point/<name>.yaml`` format) written to ``search.out`` and logged as
+an artifact of the parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import SearchAppConfig, plain_config, register
+from pipeline.job import HydraJob, PipelineError
+from pipeline.job import run as run_job
+
+register()
+
+
+class SearchError(RuntimeError):
+    """Bad search settings; the message says what to do."""
+
+
+@dataclass
+class Evaluation:
+    """What one tracked run measured."""
+
+    run_id: str
+    top1: float
+    images: int
+    net_mac_saving: float
+    layer_net_saving: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def correct(self) -> int:
+        return round(self.top1 * self.images)
+
+
+@dataclass
+class SearchResult:
+    name: str
+    table: dict[str, dict[str, Any]]  # layer name -> setting ({"kind": "none"} when off)
+    calibration: dict[str, float]  # top1_drop, net_mac_saving
+    test: dict[str, float]
+    parent_run: str
+    path: Path
+
+
+def job_config(cfg: DictConfig, predictor: dict[str, Any], split: str, limit: int | None, recover: bool,
+               layer: str = "all") -> DictConfig:  # fmt: skip
+    """A pipeline job's config from the search's: its model, data, seed, tracking; the given predictor."""
+    plain = plain_config(cfg)
+    search = plain.pop("search")
+    plain.pop("operating_point", None)
+    plain["predictor"] = predictor
+    plain["window"] = 1
+    plain["layer"] = layer
+    plain["data"] = {**plain["data"], "split": split, "limit": limit}
+    if not recover:
+        plain["recover"] = {"kind": "none"}
+    plain["force"] = bool(search.get("force", False))
+    return OmegaConf.create(plain)
+
+
+class Search:
+    """One search: the evaluations it runs (tracked, reused when done) and its bookkeeping."""
+
+    def __init__(self, cfg: DictConfig, config: SearchAppConfig) -> None:
+        from pipeline.tracking import Tracker
+
+        self.cfg, self.config, self.search = cfg, config, config.search
+        self.tracker = Tracker(config.tracking)
+        self.key = f"search:{config.model.name}:b{self.search.budget:g}:n{self.search.calibration}:s{config.seed}"
+        self.name = self.search.name or f"{config.model.name}-b{self.search.budget:g}"
+        self.parent = self.tracker.start_parent(
+            self.key, f"search {self.name}", {"search": "true", "budget": str(self.search.budget)}
+        )
+        self.evaluations = 0
+
+    def evaluate(self, predictor: dict[str, Any], split: str = "train", recover: bool = True,
+                 layer: str = "all") -> Evaluation:  # fmt: skip
+        limit = self.search.calibration if split == "train" else None
+        cfg = job_config(self.cfg, predictor, split, limit, recover, layer)
+        try:
+            result = run_job(cfg, HydraJob(sweep=self.key, number=self.evaluations))
+        except PipelineError as exc:
+            raise SearchError(str(exc)) from None
+        self.evaluations += 1
+        return self.read(result.run_id)
+
+    def read(self, run_id: str) -> Evaluation:
+        run = self.tracker.client.get_run(run_id)
+        metrics = run.data.metrics
+        layers = {
+            k.split("/")[1]: v for k, v in metrics.items() if k.startswith("layer/") and k.endswith("/net_mac_saving")
+        }
+        return Evaluation(run_id, metrics["top1"], int(metrics["images"]), metrics["net_mac_saving"], layers)
+
+
+def candidate_label(candidate: dict[str, Any]) -> str:
+    parts = [candidate["kind"]] + [f"{k}={v}" for k, v in candidate.items() if k != "kind"]
+    return " ".join(parts)
+
+
+def knapsack(options: list[list[tuple[int, float, int]]], budget: int) -> list[int]:
+    """Per group, the index of one option (drop in images >= 0, saving, option index) maximizing the
+    summed saving with the summed drop <= budget. Every group has option 0 = off (0, 0.0)."""
+    best = [0.0] + [-math.inf] * budget  # best saving at exactly this drop
+    choice: list[list[int]] = [[] for _ in range(budget + 1)]
+    for group in options:
+        new = [-math.inf] * (budget + 1)
+        new_choice: list[list[int]] = [[] for _ in range(budget + 1)]
+        for used in range(budget + 1):
+            if best[used] == -math.inf:
+                continue
+            for drop, saving, index in group:
+                total = used + drop
+                if total <= budget and best[used] + saving > new[total]:
+                    new[total] = best[used] + saving
+                    new_choice[total] = [*choice[used], index]
+        best, choice = new, new_choice
+    top = max(range(budget + 1), key=lambda used: best[used])
+    return choice[top]
+
+
+def solve(measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation, allowed: int) -> dict[str, dict]:
+    """The per-layer table of the best knapsack within ``allowed`` images of drop."""
+    names = list(measured)
+    options = []
+    for name in names:
+        group = [(0, 0.0, -1)]
+        for index, (_candidate, evaluation) in enumerate(measured[name]):
+            saving = evaluation.layer_net_saving.get(name, evaluation.net_mac_saving)
+            if saving > 0:
+                group.append((max(0, base.correct - evaluation.correct), saving, index))
+        options.append(group)
+    chosen = knapsack(options, max(0, allowed))
+    table = {}
+    for name, index in zip(names, chosen, strict=True):
+        table[name] = {"kind": "none"} if index < 0 else dict(measured[name][index][0])
+    return table
+
+
+def run(cfg: DictConfig) -> SearchResult:
+    """The whole search; returns the operating point and its numbers."""
+    config = validate(cfg)
+    search = config.search
+    started = time.perf_counter()
+    session = Search(cfg, config)
+    say = lambda text: print(f"[search {session.name}] {text}", flush=True)  # noqa: E731
+    say(f"budget {search.budget:g} top-1 points on {search.calibration} calibration images (training split)")
+    base = session.evaluate({"kind": "none"}, recover=False)
+    allowed = math.floor(search.budget / 100 * base.images + 1e-9)
+    say(f"baseline on calibration: top-1 {100 * base.top1:.2f} %; the budget is {allowed} images")
+
+    layers = layer_names(session, base.run_id)
+    measured: dict[str, list[tuple[dict, Evaluation]]] = {name: [] for name in layers}
+    total = len(layers) * len(search.candidates)
+    for index, name in enumerate(layers):
+        for candidate in search.candidates:
+            entry = dict(candidate)
+            evaluation = session.evaluate(
+                {"kind": "none", "layers": {name: entry}}, recover=search.measure_recover, layer="all"
+            )
+            measured[name].append((entry, evaluation))
+            done = index * len(search.candidates) + len(measured[name])
+            saving = evaluation.layer_net_saving.get(name, 0.0)
+            say(f"[{done}/{total}] layer {index} ({name}) {candidate_label(entry)}: net saving {100 * saving:.2f} %, "
+                f"drop {base.correct - evaluation.correct} images")  # fmt: skip
+
+    best: tuple[dict, Evaluation] | None = None
+    low, high, scale = None, None, 1.0  # knapsack budget scales known to fit / to exceed
+    for round_ in range(search.rounds):
+        table = solve(measured, base, math.floor(allowed * scale))
+        check = session.evaluate(operating_predictor(table))
+        drop = base.correct - check.correct
+        fits = drop <= allowed
+        verdict = "within" if fits else "over"
+        say(f"check {round_ + 1}/{search.rounds} (knapsack budget x{scale:.3g}): net saving "
+            f"{100 * check.net_mac_saving:.2f} %, drop {drop} images: {verdict} the budget")  # fmt: skip
+        if fits and (best is None or check.net_mac_saving > best[1].net_mac_saving):
+            best = (table, check)
+        low, high = (scale, high) if fits else (low, scale)
+        if high is None:
+            scale *= 2
+        elif low is None:
+            scale /= 2
+        else:
+            scale = (low + high) / 2
+    if best is None:  # nothing fit: predict nothing
+        best = ({name: {"kind": "none"} for name in layers}, base)
+    table, check = best
+    test_base = session.evaluate({"kind": "none"}, split="test", recover=False)
+    test = session.evaluate(operating_predictor(table), split="test")
+    result = SearchResult(
+        session.name, table,
+        {"top1_drop": base.top1 - check.top1, "net_mac_saving": check.net_mac_saving, "run_id": check.run_id},
+        {"top1_drop": test_base.top1 - test.top1, "net_mac_saving": test.net_mac_saving, "run_id": test.run_id},
+        session.parent, destination(config, session.name),
+    )  # fmt: skip
+    write(result, config)
+    log(session, result, time.perf_counter() - started)
+    say(summary(result, time.perf_counter() - started))
+    return result
+
+
+def operating_predictor(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The predictor of an operating point: nothing by default, the table's settings per layer."""
+    return {"kind": "none", "layers": {name: dict(entry) for name, entry in table.items() if entry["kind"] != "none"}}
+
+
+def layer_names(session: Search, run_id: str) -> list[str]:
+    import csv
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = session.tracker.client.download_artifacts(run_id, "layers.csv", folder)
+        with open(path, newline="") as handle:
+            return [row["name"] for row in sorted(csv.DictReader(handle), key=lambda r: int(r["index"]))]
+
+
+def destination(config: SearchAppConfig, name: str) -> Path:
+    return Path(config.search.out) if config.search.out else Path("outputs/operating_points") / f"{name}.yaml"
+
+
+def preset(result: SearchResult, config: SearchAppConfig) -> str:
+    """The operating point as a config-group file (conf/operating_point/<name>.yaml)."""
+    search = config.search
+    recover = {k: v for k, v in vars(config.recover).items()}
+    lines = [
+        "# @package _global_",
+        f"# Operating point {result.name}: found by `python -m pipeline.search model={config.model.name} "
+        f"search.budget={search.budget:g}` on {search.calibration} calibration images of the training split.",
+        f"# Calibration: top-1 drop {100 * result.calibration['top1_drop']:.2f} points, net MAC saving "
+        f"{100 * result.calibration['net_mac_saving']:.1f} %. Evaluation images: top-1 drop "
+        f"{100 * result.test['top1_drop']:.2f} points, net MAC saving {100 * result.test['net_mac_saving']:.1f} %.",
+        f"#   python -m pipeline model={config.model.name} operating_point={result.name}",
+        "defaults:",
+        "  - override /predictor: none",
+        f"  - override /recover: {config.recover.kind}",
+        "",
+        "operating_point:",
+        f"  name: {result.name}",
+        f"  model: {config.model.name}",
+        f"  budget: {search.budget:g}",
+        "predictor:",
+        "  layers:",
+    ]
+    for name, entry in operating_predictor(result.table)["layers"].items():
+        flow = json.dumps(entry).replace('"', "")  # a YAML flow mapping: {kind: tile, window: 3, ...}
+        lines.append(f"    {name}: {flow}")
+    if not operating_predictor(result.table)["layers"]:
+        lines[-1] = "  layers: {}"
+    if len(recover) > 1:
+        lines.append("recover:")
+        lines += [f"  {k}: {'null' if v is None else v}" for k, v in recover.items() if k != "kind"]
+    return "\n".join(lines) + "\n"
+
+
+def write(result: SearchResult, config: SearchAppConfig) -> None:
+    result.path.parent.mkdir(parents=True, exist_ok=True)
+    partial = result.path.with_name(f".{result.path.name}.partial")
+    partial.write_text(preset(result, config))
+    os.replace(partial, result.path)
+
+
+def log(session: Search, result: SearchResult, seconds: float) -> None:
+    """The result as the parent run's metrics and artifact; the parent ends FINISHED."""
+    from mlflow.entities import Metric
+    from mlflow.utils.time import get_current_time_millis
+
+    now = get_current_time_millis()
+    metrics = {"calibration/top1_drop": result.calibration["top1_drop"],
+               "calibration/net_mac_saving": result.calibration["net_mac_saving"],
+               "test/top1_drop": result.test["top1_drop"], "test/net_mac_saving": result.test["net_mac_saving"],
+               "evaluations": session.evaluations, "search_seconds": seconds}  # fmt: skip
+    client = session.tracker.client
+    client.log_batch(session.parent, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    client.log_artifact(session.parent, str(result.path))
+    session.tracker.end(session.parent, "FINISHED")
+
+
+def summary(result: SearchResult, seconds: float) -> str:
+    on = {name: entry for name, entry in result.table.items() if entry["kind"] != "none"}
+    rows = "; ".join(f"{name}: {candidate_label(entry)}" for name, entry in on.items()) or "every layer off"
+    return (
+        f"operating point {result.name}: {rows}\n"
+        f"  calibration: net MAC saving {100 * result.calibration['net_mac_saving']:.1f} %, top-1 drop "
+        f"{100 * result.calibration['top1_drop']:.2f} points\n"
+        f"  evaluation images: net MAC saving {100 * result.test['net_mac_saving']:.1f} %, top-1 drop "
+        f"{100 * result.test['top1_drop']:.2f} points\n"
+        f"  written to {result.path} ({seconds / 60:.1f} min)"
+    )
+
+
+def validate(cfg: DictConfig) -> SearchAppConfig:
+    keys = [key for key in cfg if key != "hydra"]
+    plain = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True, enum_to_str=True)
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SearchAppConfig), plain))
+    except ValueError as exc:
+        raise SearchError(str(exc)) from None
+
+
+@hydra.main(config_path="../conf", config_name="search", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    return run(cfg).calibration["net_mac_saving"]  # the objective, for whoever drives the search
+
+
+def cli() -> int:
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        main()
+    except SearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = exc.__cause__
+        detail = f": {str(cause).strip()}" if cause is not None and str(cause) not in str(exc) else ""
+        print(f"error: {str(exc).strip()}{detail}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
