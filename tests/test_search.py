@@ -1,0 +1,108 @@
+"""Operating points (contract section 9): the knapsack by hand, and a small search end to end."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from pipeline.config import register, validate
+from pipeline.search import Evaluation, knapsack, run, solve
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+register()
+
+
+def test_knapsack_by_hand():
+    # groups of (drop in images, saving, index); option 0 of each group is off
+    options = [
+        [(0, 0.0, -1), (2, 0.10, 0), (5, 0.30, 1)],
+        [(0, 0.0, -1), (1, 0.08, 0), (3, 0.12, 1)],
+        [(0, 0.0, -1), (0, 0.02, 0)],  # free saving: always taken
+    ]
+    # budget 5: (2, .10) + (3, .12) = .22 vs (5, .30) alone = .30 vs (2,.10)+(1,.08) = .18 -> .30 + .02
+    assert knapsack(options, 5) == [1, -1, 0]
+    # budget 6: (5, .30) + (1, .08) = .38 beats (2, .10) + (3, .12) = .22
+    assert knapsack(options, 6) == [1, 0, 0]
+    assert knapsack(options, 0) == [-1, -1, 0]
+
+
+def test_solve_turns_drops_into_images_and_skips_what_saves_nothing():
+    base = Evaluation("base", 0.9, 1000, 0.0)  # 900 correct
+    measured = {
+        "a": [({"kind": "tile", "window": 2}, Evaluation("a2", 0.899, 1000, 0.1, {"a": 0.05})),  # 1 image, 5 %
+              ({"kind": "tile", "window": 3}, Evaluation("a3", 0.895, 1000, 0.1, {"a": 0.08}))],  # 5 images, 8 %
+        "b": [({"kind": "learned"}, Evaluation("b", 0.901, 1000, -0.01, {"b": -0.01}))],  # costs more than it saves
+    }  # fmt: skip
+    assert solve(measured, base, 4) == {"a": {"kind": "tile", "window": 2}, "b": {"kind": "none"}}
+    assert solve(measured, base, 5)["a"] == {"kind": "tile", "window": 3}
+
+
+def search_config(tmp: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(
+            "search",
+            overrides=[
+                f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"tracking.artifacts={tmp}/artifacts",
+                "tracking.experiment=cnp-search-test", "search.calibration=300", "search.rounds=2",
+                f"search.out={tmp}/operating_point/tiny.yaml", "search.name=tiny", "data.batch_size=300",
+                "search.candidates=[{kind: tile, window: 2}, {kind: tile, window: 3}, "
+                "{kind: learned, pattern: checkerboard, window: 2, threshold: 0.3}]", *overrides,
+            ],
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("search")
+    return tmp, run(search_config(tmp)), run(search_config(tmp))  # the second reuses every run
+
+
+def test_a_small_search_runs_end_to_end(searched):
+    tmp, result, _ = searched
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    experiment = client.get_experiment_by_name("cnp-search-test")
+    found = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in found if r.data.tags.get("sweep.parent") == "true"]
+    jobs = [r for r in found if r.data.tags.get("sweep.parent") != "true"]
+    assert parents[-1].info.status == "FINISHED" and parents[-1].data.metrics["test/net_mac_saving"] >= 0
+    first = min(parents, key=lambda r: r.info.start_time)
+    assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {first.info.run_id}
+    assert all(r.info.status == "FINISHED" for r in jobs)
+    splits = [r.data.params["split"] for r in jobs]
+    # 1 baseline + 5 layers x 3 candidates + checks on calibration; the baseline and the result on test
+    assert splits.count("test") == 2 and splits.count("train") >= 1 + 15 + 1
+    assert all(r.data.params["limit"] == "300" for r in jobs if r.data.params["split"] == "train")
+    assert set(result.table) == {"features.0", "features.3", "features.6", "features.8", "features.10"}
+    assert result.calibration["top1_drop"] <= 0.5 / 100 + 1e-9  # within the budget, on calibration
+    artifacts = [a.path for a in client.list_artifacts(first.info.run_id)]
+    assert "tiny.yaml" in artifacts
+
+
+def test_a_rerun_reuses_every_finished_run(searched):
+    tmp, first, second = searched
+    assert second.table == first.table and second.test == first.test
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    experiment = client.get_experiment_by_name("cnp-search-test")
+    jobs = [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
+            if r.data.tags.get("sweep.parent") != "true"]  # fmt: skip
+    assert len(jobs) == len({r.data.tags["config_hash"] for r in jobs})  # nothing evaluated twice
+
+
+def test_the_result_is_an_operating_point_preset_the_pipeline_runs(searched, tmp_path):
+    tmp, result, _ = searched
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    shutil.copy(result.path, conf / "operating_point" / "tiny.yaml")
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = validate(compose("config", overrides=["model=alexnet_fmnist", "operating_point=tiny"]))
+        assert cfg.predictor.kind == "none" and cfg.operating_point.model == "alexnet_fmnist"
+        applied = {name: {k: v for k, v in vars(entry).items() if v is not None} for name, entry in
+                   cfg.predictor.layers.items()}  # fmt: skip
+        expected = {name: entry for name, entry in result.table.items() if entry["kind"] != "none"}
+        assert {n: {k: getattr(v, "value", v) for k, v in e.items()} for n, e in applied.items()} == expected
+        with pytest.raises(ValueError, match="was found for model alexnet_fmnist, not vgg16_fmnist"):
+            validate(compose("config", overrides=["model=vgg16_fmnist", "operating_point=tiny"]))
