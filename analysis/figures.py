@@ -11,6 +11,8 @@ requested format, and says why it skipped the others. A new figure is one functi
 - ``fig_layers``: one layer in scope at a time (layer sweeps): MAC saving and top-1 drop per layer.
 - ``fig_tradeoff``: net MAC saving against top-1 drop, one point per run of any predictor, with the
   oracle's saving as the limit and the Pareto front marked.
+- ``fig_operating_points``: the operating points searches found at several budgets, next to the
+  uniform settings and the oracle limit, per model, on the evaluation images.
 
 Figures 2, 5, 6, 7 and the per-layer view are the paper's: they draw the paper's rule only.
 """
@@ -32,6 +34,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from analysis.load import display_name  # noqa: E402
 from analysis.summary import LIMIT_KINDS, baselines, is_paper_rule, paper_view, pareto  # noqa: E402
 
 BREAKDOWN = (  # bottom to top, as in the paper's Figure 5
@@ -266,12 +269,50 @@ def fig_tradeoff(runs: pd.DataFrame) -> Figure:
     return fig
 
 
+def fig_operating_points(points: pd.DataFrame) -> Figure:
+    """Per model, on the evaluation images: the operating points that searches at several budgets
+    found (a line, labelled by budget), the uniform settings (the paper's rule per window, the learned
+    predictor per threshold; the tile rules' thresholds), and the oracle's saving as the limit."""
+    models = list(dict.fromkeys(points["model"]))
+    fig, axes = _panels(len(models), width=3.3, height=3.0, sharey=False)
+    seen: dict[str, object] = {}
+    for ax, model in zip(axes, models, strict=False):
+        part = points[points["model"] == model]
+        limit = part[part["source"] == "oracle"]
+        if len(limit):
+            value = 100 * float(limit["saving"].max())
+            ax.axhline(value, color="black", linestyle=":", linewidth=1)
+            ax.annotate(f"oracle limit {value:.1f}%", (1, value), xycoords=("axes fraction", "data"), ha="right",
+                        va="bottom", fontsize=6)  # fmt: skip
+        for source, group in part[part["source"].isin(["tile", "learned"])].groupby("source", sort=False):
+            group = group.sort_values("drop")
+            handle = ax.plot(100 * group["drop"], 100 * group["saving"], marker="o", markersize=3, linewidth=0.8,
+                             color=KIND_COLORS[source], alpha=0.8)[0]  # fmt: skip
+            seen.setdefault(f"uniform {'diagonal rule (per window)' if source == 'tile' else 'learned (per t)'}",
+                            handle)  # fmt: skip
+        search = part[part["source"] == "search"].sort_values("budget")
+        if len(search):
+            handle = ax.plot(100 * search["drop"], 100 * search["saving"], marker="D", markersize=5, color="#de8f05",
+                             linewidth=1.5)[0]  # fmt: skip
+            seen.setdefault("operating points (search, per budget)", handle)
+            for _, row in search.iterrows():
+                ax.annotate(f"{row['budget']:g}", (100 * row["drop"], 100 * row["saving"]), fontsize=6,
+                            xytext=(3, -8), textcoords="offset points")  # fmt: skip
+        ax.axvline(0, color="0.6", linewidth=0.6)
+        ax.set(title=display_name(model), xlabel="top-1 drop (points)", ylabel="net MAC saving (%)")
+    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncols=min(3, max(1, len(seen))),
+               frameon=False, fontsize=7)  # fmt: skip
+    fig.suptitle("Operating points within a top-1 budget (numbers on the evaluation images; budgets in points)")
+    return fig
+
+
 @dataclass(frozen=True)
 class FigureSpec:
-    """A figure: its drawing, the runs it draws, and what it needs (said when it is skipped)."""
+    """A figure: its drawing, the rows it draws (from the runs and the searches), and what it needs
+    (said when it is skipped)."""
 
     draw: Callable[[pd.DataFrame], Figure]
-    select: Callable[[pd.DataFrame], pd.DataFrame]
+    select: Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]
     needs: str
 
 
@@ -295,33 +336,58 @@ def _tradeoff(runs: pd.DataFrame) -> pd.DataFrame:
     return chosen if (~chosen["baseline"]).any() else chosen.iloc[:0]
 
 
+def _operating_points(runs: pd.DataFrame, searches: pd.DataFrame) -> pd.DataFrame:
+    """Search results and, for their models, the uniform settings and the oracle on the evaluation images."""
+    columns = ["model", "source", "drop", "saving", "budget"]
+    if searches.empty:
+        return pd.DataFrame(columns=columns)
+    rows = [{"model": r["model"], "source": "search", "drop": r["test/top1_drop"], "saving": r["test/net_mac_saving"],
+             "budget": r["budget"]} for _, r in searches.iterrows()]  # fmt: skip
+    test = runs[(runs["split"] == "test") & (runs["layer"] == "all") & runs["model"].isin(searches["model"])]
+    test = test[test["layers"].isin(["{}", ""]) & (test["recover"] == "none") & test["top1_drop"].notna()]
+    uniform = {
+        "tile": test[is_paper_rule(test) & (test["window"] >= 2)],
+        "learned": test[test["predictor"] == "learned"],
+        "oracle": test[test["predictor"] == "oracle"],
+    }
+    for source, part in uniform.items():
+        rows += [{"model": r["model"], "source": source, "drop": r["top1_drop"], "saving": r["net_mac_saving"],
+                  "budget": float("nan")} for _, r in part.iterrows()]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
 PAPER_RUNS = "runs of the paper's rule (predictor=tile, pattern diagonal, threshold 0) with layer=all"
 FIGURES: dict[str, FigureSpec] = {
     "fig2_zero_windows": FigureSpec(
         fig2_zero_windows,
-        lambda runs: baselines(runs)[lambda f: f["layer"] == "all"],
+        lambda runs, _: baselines(runs)[lambda f: f["layer"] == "all"],
         "a baseline run (predictor=none, or window=1) with layer=all",
     ),
-    "fig5_breakdown": FigureSpec(fig5_breakdown, lambda runs: _paper(runs, 2), f"{PAPER_RUNS} at window >= 2"),
-    "fig6_mac_savings": FigureSpec(fig6_mac_savings, lambda runs: _paper(runs, 2), f"{PAPER_RUNS} at window >= 2"),
-    "fig7_accuracy": FigureSpec(fig7_accuracy, _accuracy, f"{PAPER_RUNS} at window >= 2"),
+    "fig5_breakdown": FigureSpec(fig5_breakdown, lambda runs, _: _paper(runs, 2), f"{PAPER_RUNS} at window >= 2"),
+    "fig6_mac_savings": FigureSpec(fig6_mac_savings, lambda runs, _: _paper(runs, 2), f"{PAPER_RUNS} at window >= 2"),
+    "fig7_accuracy": FigureSpec(fig7_accuracy, lambda runs, _: _accuracy(runs), f"{PAPER_RUNS} at window >= 2"),
     "fig_layers": FigureSpec(
         fig_layers,
-        _layer_sweep,
+        lambda runs, _: _layer_sweep(runs),
         "a layer sweep of the paper's rule (layer=<index or name>, window >= 2) and its baseline",
     ),
     "fig_tradeoff": FigureSpec(
-        fig_tradeoff, _tradeoff, "layer=all runs of a predictor that predicts something, and their baseline"
+        fig_tradeoff,
+        lambda runs, _: _tradeoff(runs),
+        "layer=all runs of a predictor that predicts something, and their baseline",
+    ),
+    "fig_operating_points": FigureSpec(
+        fig_operating_points, _operating_points, "a finished search (python -m pipeline.search model=<model>)"
     ),
 }
 
 
-def select(runs: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
-    """The runs of every figure the runs support, and {skipped figure: what it needs}."""
+def select(runs: pd.DataFrame, searches: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """The rows of every figure the runs and searches support, and {skipped figure: what it needs}."""
     chosen: dict[str, pd.DataFrame] = {}
     skipped: dict[str, str] = {}
     for name, spec in FIGURES.items():
-        part = spec.select(runs)
+        part = spec.select(runs, searches)
         if part.empty:
             skipped[name] = f"needs {spec.needs}"
         else:

@@ -39,8 +39,12 @@ from pipeline.keys import (
     BASELINE_TAG,
     CONFIG_HASH_TAG,
     JOB_PARAMS,
+    OPERATING_POINT_PARAM,
     PARENT_TAG,
     RECOVER_PARAM,
+    SEARCH_METRICS,
+    SEARCH_TAG,
+    SEARCH_TAGS,
     SPLIT_PARAM,
     SWEEP_TAG,
 )
@@ -152,6 +156,7 @@ def job_row(run: Run) -> dict[str, object] | None:
         "threshold": threshold,
         "layers": params.get("predictor.layers", "{}"),
         "recover": params.get(RECOVER_PARAM, "none"),
+        "operating_point": params.get(OPERATING_POINT_PARAM, ""),
         "baseline": (baseline == "true") if baseline is not None else (kind == "none" or window == 1),
     }
     row.update(run.data.metrics)
@@ -168,6 +173,8 @@ def setting_label(row: Mapping[str, object]) -> str:
     ``tile oracle diagonal 3x3``, ``random diagonal 3x3``, ``oracle``, ``none``; a per-layer table and
     a recovery are named after it (``+ per-layer table``, ``+ bn``)."""
     kind, window = str(row["predictor"]), int(row["window"])  # type: ignore[call-overload]
+    if row.get("operating_point"):
+        return f"operating point {row['operating_point']}"
     if kind in ("none", "oracle"):
         text = kind
     else:
@@ -240,6 +247,28 @@ def load_runs(client: MlflowClient, experiment_id: str, config: AnalysisConfig) 
             )
         frame = frame[keep]
     return tidy(frame.to_dict("records"))
+
+
+def load_searches(client: MlflowClient, experiment_id: str, config: AnalysisConfig) -> pd.DataFrame:
+    """The FINISHED searches (pipeline.search parent runs), the latest per model and operating point:
+    ``model, operating_point, budget, calibration`` and the metrics of :data:`SEARCH_METRICS`."""
+    rows = []
+    for run in finished_runs(client, experiment_id):
+        tags = run.data.tags
+        if tags.get(SEARCH_TAG) != "true" or not all(key in run.data.metrics for key in SEARCH_METRICS):
+            continue
+        if not all(tags.get(key) for key in SEARCH_TAGS):
+            continue
+        row = {key: tags.get(key) for key in SEARCH_TAGS}
+        row.update({"run_id": run.info.run_id, "start_time": run.info.start_time, "budget": float(row["budget"])})
+        row.update({key: run.data.metrics[key] for key in SEARCH_METRICS})
+        rows.append(row)
+    columns = ["run_id", "start_time", *SEARCH_TAGS, *SEARCH_METRICS]
+    frame = pd.DataFrame(rows, columns=columns)
+    if "model" in config.filters:
+        frame = frame[frame["model"].isin(config.filters["model"])]
+    frame = frame.sort_values("start_time").drop_duplicates(["model", "operating_point"], keep="last")
+    return frame.sort_values(["model", "budget"], key=_order).reset_index(drop=True)
 
 
 def layer_names(client: MlflowClient, run_id: str) -> list[str] | None:

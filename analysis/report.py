@@ -21,11 +21,12 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from analysis.config import AnalysisConfig, AnalysisError, validate
-from analysis.load import load_runs, open_store, pipeline_hint, resolve_uri, with_layer_index
+from analysis.load import load_runs, load_searches, open_store, pipeline_hint, resolve_uri, with_layer_index
 from analysis.record import ensure_experiment, log_analysis_run
 from analysis.summary import (
     markdown,
     missing_baselines,
+    operating_points_table,
     predictors_table,
     summary_table,
     with_baseline,
@@ -45,6 +46,7 @@ class Report:
     runs: pd.DataFrame  # the job runs used (with baselines and drops)
     summary: pd.DataFrame  # the paper's table
     predictors: pd.DataFrame  # the predictor comparison
+    operating_points: pd.DataFrame  # one row per search
     skipped: dict[str, str]  # figure -> what it needs
 
 
@@ -57,10 +59,12 @@ def run(cfg: DictConfig) -> Report:
         runs = with_layer_index(client, runs)
     summary = summary_table(runs, config.max_top5_drop)
     comparison = predictors_table(runs)
+    searches = load_searches(client, experiment_id, config)
+    points = operating_points_table(searches)
 
     from analysis.figures import FIGURES, render, select  # matplotlib/seaborn only once the input is known good
 
-    chosen, skipped = select(runs)
+    chosen, skipped = select(runs, searches)
     if not chosen:
         reasons = "; ".join(f"{name} {why}" for name, why in skipped.items())
         hint = missing_baselines(runs, config) or f"run e.g. `{pipeline_hint(config, '-m', 'window=1,2,3,4,5')}`"
@@ -69,7 +73,7 @@ def run(cfg: DictConfig) -> Report:
     staging = Path(tempfile.mkdtemp(dir=config.out.parent, prefix=f".{config.out.name}.tmp-"))
     try:
         figures = render(chosen, staging, config.formats)
-        tables = write_summary(summary, comparison, staging)
+        tables = write_summary(summary, comparison, points, staging)
         runs_csv = staging / "runs.csv"
         runs[[c for c in RUN_COLUMNS if c in runs]].to_csv(runs_csv, index=False)
         tables.append(runs_csv)
@@ -80,7 +84,7 @@ def run(cfg: DictConfig) -> Report:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
-    print(markdown(summary, comparison), flush=True)
+    print(markdown(summary, comparison, points), flush=True)
     for name, why in skipped.items():
         print(f"skipped {name}: it {why}", flush=True)
     missing = missing_baselines(runs, config)
@@ -92,7 +96,7 @@ def run(cfg: DictConfig) -> Report:
         + (f"; analysis run {run_id}" if run_id else ""),
         flush=True,
     )
-    return Report(config.out, files, run_id, runs, summary, comparison, skipped)
+    return Report(config.out, files, run_id, runs, summary, comparison, points, skipped)
 
 
 def _log(client, config: AnalysisConfig, runs: pd.DataFrame, figures: list[Path], tables: list[Path]) -> str:

@@ -195,6 +195,17 @@ def predictors_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table[list(PREDICTOR_COLUMNS)].reset_index(drop=True)
 
 
+OPERATING_POINT_COLUMNS = (
+    "model", "operating_point", "budget", "calibration", "calibration/top1_drop", "calibration/net_mac_saving",
+    "test/top1_drop", "test/net_mac_saving", "run_id",
+)  # fmt: skip
+
+
+def operating_points_table(searches: pd.DataFrame) -> pd.DataFrame:
+    """One row per search: its budget, and what its operating point gives on calibration and on test."""
+    return searches[list(OPERATING_POINT_COLUMNS)].reset_index(drop=True)
+
+
 def paper_values(model: str, data: str, window: int) -> dict[str, float]:
     """The paper's numbers for this model and window (empty when the paper has none)."""
     paper = PAPER.get(model)
@@ -207,24 +218,51 @@ def paper_values(model: str, data: str, window: int) -> dict[str, float]:
     return {}
 
 
-def write_summary(table: pd.DataFrame, comparison: pd.DataFrame, folder: Path) -> list[Path]:
-    """``summary.csv`` and ``predictors.csv`` (fractions, full precision), ``summary.md`` (percent)."""
-    paths = [folder / "summary.csv", folder / "predictors.csv", folder / "summary.md"]
+def write_summary(table: pd.DataFrame, comparison: pd.DataFrame, points: pd.DataFrame, folder: Path) -> list[Path]:
+    """``summary.csv``, ``predictors.csv``, ``operating_points.csv`` (fractions, full precision) and
+    ``summary.md`` (percent); the operating points' table only when there were searches."""
+    paths = [folder / "summary.csv", folder / "predictors.csv"]
     table.to_csv(paths[0], index=False)
     comparison.to_csv(paths[1], index=False)
-    paths[2].write_text(markdown(table, comparison))
+    if len(points):
+        paths.append(folder / "operating_points.csv")
+        points.to_csv(paths[-1], index=False)
+    paths.append(folder / "summary.md")
+    paths[-1].write_text(markdown(table, comparison, points))
     return paths
 
 
-def markdown(table: pd.DataFrame, comparison: pd.DataFrame | None = None) -> str:
+def markdown(table: pd.DataFrame, comparison: pd.DataFrame | None = None, points: pd.DataFrame | None = None) -> str:
     """The summary as Markdown: the paper's table (best windows in bold, paper values in brackets),
-    then the predictor comparison when it holds more than the paper's rule."""
+    the predictor comparison when it holds more than the paper's rule, the operating points."""
     lines = ["# Cross-neuron prediction: summary", ""]
     if len(table):
         lines += paper_markdown(table)
     if comparison is not None and len(comparison) and (comparison["setting"] != comparison["setting"].iloc[0]).any():
         lines += ["", *comparison_markdown(comparison)]
+    if points is not None and len(points):
+        lines += ["", *points_markdown(points)]
     return "\n".join(lines) + "\n"
+
+
+def points_markdown(points: pd.DataFrame) -> list[str]:
+    lines = [
+        "## Operating points",
+        "",
+        "Found by `python -m pipeline.search` on calibration images of the training split within the top-1 "
+        "budget (points), then evaluated on the evaluation images. Drops in points, savings in % of conv MACs.",
+        "",
+        "| model | operating point | budget | calibration images | calibration drop | calibration net saving "
+        "| test drop | test net saving |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for _, row in points.iterrows():
+        cells = [display_name(row["model"]), f"`{row['operating_point']}`", f"{row['budget']:g}",
+                 str(row["calibration"]), f"{100 * row['calibration/top1_drop']:.2f}",
+                 f"{100 * row['calibration/net_mac_saving']:.1f}", f"{100 * row['test/top1_drop']:.2f}",
+                 f"{100 * row['test/net_mac_saving']:.1f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def paper_markdown(table: pd.DataFrame) -> list[str]:

@@ -24,7 +24,15 @@ from pipeline.counts import layer_metrics, rate_metrics
 from pipeline.data import load_eval_data
 from pipeline.evaluate import Evaluation, evaluate
 from pipeline.instrument import InstrumentedModel
-from pipeline.keys import BASELINE_TAG, CONFIG_HASH_TAG, PARENT_RUN_TAG, RECOVER_PARAM, SPLIT_PARAM, SWEEP_TAG
+from pipeline.keys import (
+    BASELINE_TAG,
+    CONFIG_HASH_TAG,
+    OPERATING_POINT_PARAM,
+    PARENT_RUN_TAG,
+    RECOVER_PARAM,
+    SPLIT_PARAM,
+    SWEEP_TAG,
+)
 from pipeline.layers import PredictableLayer, TraceError, discover_layers, model_conv_macs, resolve_scope
 from pipeline.models import build_model
 from pipeline.predictors import (
@@ -235,6 +243,8 @@ def model_label(config: PipelineConfig) -> str:
 
 def predictor_label(config: PipelineConfig) -> str:
     """``tile(diagonal)``, ``tile(checkerboard,t=0.05)``, ``oracle``, ``random(diagonal)+2 layers``."""
+    if config.operating_point is not None:
+        return f"operating_point({config.operating_point.name})"
     predictor = config.predictor
     values = [str(plain_value(predictor.pattern))] if hasattr(predictor, "pattern") else []
     threshold = getattr(predictor, "threshold", 0.0)
@@ -313,6 +323,7 @@ def params(config: PipelineConfig, device: torch.device) -> dict[str, object]:
         SPLIT_PARAM: config.data.split,
         **predictor_params(config),
         RECOVER_PARAM: config.recover.kind,
+        **({OPERATING_POINT_PARAM: config.operating_point.name} if config.operating_point else {}),
         **{f"recover.{k}": v for k, v in vars(config.recover).items() if k != "kind"},
         "device": str(device),
     }

@@ -24,6 +24,12 @@ JOB_PARAMS = ("model", "data", "window", "layer", "limit", "seed", "predictor")
 PREDICTOR_PARAMS = ("predictor.pattern", "predictor.threshold", "predictor.layers", "predictor.checkpoint")
 SPLIT_PARAM = "split"  # which split of the data was evaluated (test = evaluation, train = calibration)
 RECOVER_PARAM = "recover"  # none, bn, finetune (contract section 9)
+OPERATING_POINT_PARAM = "operating_point"  # the preset's name, when the run is an operating point
+
+# a search's parent run (pipeline.search): tags and metrics
+SEARCH_TAG = "search"  # "true"
+SEARCH_TAGS = ("model", "operating_point", "budget", "calibration")  # what was searched for
+SEARCH_METRICS = ("calibration/top1_drop", "calibration/net_mac_saving", "test/top1_drop", "test/net_mac_saving")
 
 # metrics (contract sections 5, 7, 8) --------------------------------------------------------------
 BREAKDOWN_KEYS = ("pred_hit", "pred_miss", "zero_diag", "others")

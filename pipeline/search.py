@@ -42,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.config import SearchAppConfig, plain_config, register
 from pipeline.job import HydraJob, PipelineError
 from pipeline.job import run as run_job
+from pipeline.keys import SEARCH_TAG
 
 register()
 
@@ -101,15 +102,18 @@ class Search:
         self.tracker = Tracker(config.tracking)
         self.key = f"search:{config.model.name}:b{self.search.budget:g}:n{self.search.calibration}:s{config.seed}"
         self.name = self.search.name or f"{config.model.name}-b{self.search.budget:g}"
-        self.parent = self.tracker.start_parent(
-            self.key, f"search {self.name}", {"search": "true", "budget": str(self.search.budget)}
-        )
+        tags = {SEARCH_TAG: "true", "model": config.model.name, "operating_point": self.name,
+                "budget": f"{self.search.budget:g}", "calibration": str(self.search.calibration)}  # fmt: skip
+        self.parent = self.tracker.start_parent(self.key, f"search {self.name}", tags)
         self.evaluations = 0
 
     def evaluate(self, predictor: dict[str, Any], split: str = "train", recover: bool = True,
-                 layer: str = "all") -> Evaluation:  # fmt: skip
+                 layer: str = "all", point: bool = False) -> Evaluation:  # fmt: skip
+        """One tracked evaluation; ``point``: it is the operating point (its run names the preset)."""
         limit = self.search.calibration if split == "train" else None
         cfg = job_config(self.cfg, predictor, split, limit, recover, layer)
+        if point:
+            cfg.operating_point = {"name": self.name, "model": self.config.model.name, "budget": self.search.budget}
         try:
             result = run_job(cfg, HydraJob(sweep=self.key, number=self.evaluations))
         except PipelineError as exc:
@@ -220,7 +224,7 @@ def run(cfg: DictConfig) -> SearchResult:
         best = ({name: {"kind": "none"} for name in layers}, base)
     table, check = best
     test_base = session.evaluate({"kind": "none"}, split="test", recover=False)
-    test = session.evaluate(operating_predictor(table), split="test")
+    test = session.evaluate(operating_predictor(table), split="test", point=True)
     result = SearchResult(
         session.name, table,
         {"top1_drop": base.top1 - check.top1, "net_mac_saving": check.net_mac_saving, "run_id": check.run_id},

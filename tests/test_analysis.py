@@ -44,7 +44,10 @@ ALEXNET_LAYERS = ["features.0", "features.3", "features.6", "features.8", "featu
 # alexnet layer sweep: (window, layer param) -> (top1, mac_saving)
 LAYER_SWEEP = {(2, "0"): (0.56, 0.01), (2, "features.3"): (0.55, 0.12), (2, "2"): (0.545, 0.05),
                (3, "0"): (0.558, 0.012), (3, "features.3"): (0.54, 0.14), (3, "2"): (0.53, 0.06)}  # fmt: skip
-FIGURES = ["fig2_zero_windows", "fig5_breakdown", "fig6_mac_savings", "fig7_accuracy", "fig_layers", "fig_tradeoff"]
+FIGURES = ["fig2_zero_windows", "fig5_breakdown", "fig6_mac_savings", "fig7_accuracy", "fig_layers", "fig_tradeoff",
+           "fig_operating_points"]  # fmt: skip
+SEARCH = {"calibration/top1_drop": 0.004, "calibration/net_mac_saving": 0.21, "test/top1_drop": 0.006,
+          "test/net_mac_saving": 0.205}  # fmt: skip
 # resnet18_fmnist with other predictors (new-style params): kind, pattern, threshold, window -> top1, net saving
 PREDICTORS = {
     ("oracle", "", None, 1): (0.90, 0.52),
@@ -143,6 +146,15 @@ def build_store(folder: Path) -> dict[str, object]:
     tile3 = {"kind": "tile", "pattern": "diagonal", "threshold": 0.0}
     store.job("vgg16_fmnist", "fashion_mnist", None, 3, {**metrics(3, 0.89, 0.99, 0.22), "net_mac_saving": 0.22},
               predictor=tile3, tags={"baseline": "false"})  # fmt: skip
+    # a finished search of resnet18_fmnist (its parent run), and an unfinished one: never read
+    for status, values in (("FINISHED", SEARCH), ("RUNNING", {k: 0.9 for k in SEARCH})):
+        search = store.client.create_run(store.experiment_id, tags={
+            "sweep.parent": "true", "search": "true", "model": "resnet18_fmnist",
+            "operating_point": "resnet18_fmnist-b0.5", "budget": "0.5", "calibration": "300"})  # fmt: skip
+        store.client.log_batch(search.info.run_id, metrics=[Metric(k, v, T0, 0) for k, v in values.items()])
+        if status == "FINISHED":
+            store.client.set_terminated(search.info.run_id, status)
+            ids["search"] = search.info.run_id
     # layer sweep of alexnet (layers given by index and by name) and its layer table
     for (window, layer), (top1, saving) in LAYER_SWEEP.items():
         values = metrics(window, top1, 0.79, saving)
@@ -199,7 +211,7 @@ def test_every_figure_is_written_as_png_and_pdf(report):
         assert pdf.read_bytes()[:5] == b"%PDF-", pdf
     assert {p.name for p in report.out.iterdir()} == {
         *(f"{n}.{f}" for n in FIGURES for f in ("png", "pdf")), "summary.csv", "predictors.csv", "summary.md",
-        "runs.csv",
+        "runs.csv", "operating_points.csv",
     }  # fmt: skip
 
 
@@ -284,7 +296,7 @@ def test_analysis_run_is_logged_with_filters_and_artifacts(store, report):
     figures = {Path(f.path).name for f in client.list_artifacts(report.run_id, "figures")}
     assert figures == {f"{n}.{f}" for n in FIGURES for f in ("png", "pdf")}
     tables = {Path(f.path).name for f in client.list_artifacts(report.run_id, "summary")}
-    assert tables == {"summary.csv", "predictors.csv", "summary.md", "runs.csv"}
+    assert tables == {"summary.csv", "predictors.csv", "operating_points.csv", "summary.md", "runs.csv"}
 
 
 def test_filters_select_models_and_log_run_false_logs_nothing(store, tmp_path):
@@ -423,7 +435,8 @@ def test_a_layer_sweep_alone_draws_the_layer_view_and_says_what_it_skipped(tmp_p
         store.job("alexnet", "imagenet", None, window, metrics(window, top1, 0.79, saving), layer=layer)
     found = run(config(store.uri, tmp_path / "out", "log_run=false", "formats=[png]"))
     assert sorted(p.stem for p in found.out.glob("*.png")) == ["fig2_zero_windows", "fig_layers"]
-    assert set(found.skipped) == {"fig5_breakdown", "fig6_mac_savings", "fig7_accuracy", "fig_tradeoff"}
+    assert set(found.skipped) == {"fig5_breakdown", "fig6_mac_savings", "fig7_accuracy", "fig_tradeoff",
+                                  "fig_operating_points"}  # fmt: skip
 
 
 def test_the_analysis_never_deletes_a_file_it_did_not_write(store, tmp_path):
@@ -434,3 +447,14 @@ def test_the_analysis_never_deletes_a_file_it_did_not_write(store, tmp_path):
     run(config(store["uri"], out, "filters.model=vgg16", "log_run=false", "formats=[png]"))
     assert (out / "fig_layers.png").read_bytes() == b"a figure of the README"  # vgg16 has no layer sweep
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_searches_are_listed_as_operating_points(store, report):
+    (row,) = report.operating_points.to_dict("records")
+    assert row["run_id"] == store["search"] and row["operating_point"] == "resnet18_fmnist-b0.5"
+    assert row["budget"] == 0.5 and {k: row[k] for k in SEARCH} == SEARCH
+    text = (report.out / "summary.md").read_text()
+    assert (
+        "| ResNet-18 twin" in text
+        or "| resnet18_fmnist | `resnet18_fmnist-b0.5` | 0.5 | 300 | 0.40 | 21.0 | 0.60 | 20.5 |" in text
+    )
