@@ -106,6 +106,8 @@ def test_custom_factory_outside_the_package_runs_end_to_end_on_imagenet_folders(
     assert result.returncode == 0, result.stderr
     (run,) = runs(tmp_path)
     assert run.info.status == "FINISHED"
+    assert run.data.params["model"] == "custom:tinynet:build"  # labelled by its factory: two nets stay apart
+    assert "custom:tinynet:build window=2 layer=all" in result.stdout
     # 5 of 6 images are argmax-correct (the red image in n02 is predicted n01); with 3 classes,
     # top-5 is capped at top-3: all correct.
     assert run.data.metrics["top1"] == pytest.approx(5 / 6)

@@ -230,3 +230,16 @@ def test_predictor_kinds_end_to_end(tmp_path):
     assert settings == [("none", "", "", ""), ("tile", "3", "diagonal", "0.0"), ("tile", "2", "diagonal", "0.0"),
                         ("tile", "3", "diagonal", "0.0"), ("tile", "3", "diagonal", "0.0")]  # fmt: skip
     assert int(rows[0]["pred_hit"]) + int(rows[0]["pred_miss"]) + int(rows[0]["zero_diag"]) == 0
+
+
+def test_a_job_that_predicts_nothing_has_one_identity_whatever_the_layer(tmp_path):
+    # issue 14: a layer sweep runs its baseline once; job lines name the layer
+    result = run_pipeline(tmp_path, "-m", "window=1,2", "layer=0,3", "data.limit=50")
+    assert result.returncode == 0, result.stderr
+    assert "nothing is predicted, so layer=3 does not matter: runs as layer=all" in result.stdout
+    assert "window=2 layer=3 (features.8) predictor=tile(diagonal):" in result.stdout
+    assert "3 finished, 1 skipped" in result.stdout
+    found = runs(tmp_path)
+    assert sorted((r.data.params["window"], r.data.params["layer"]) for r in found) == [
+        ("1", "all"), ("2", "0"), ("2", "3"),
+    ]  # fmt: skip
