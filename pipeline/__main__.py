@@ -12,10 +12,13 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import register
-from pipeline.job import HydraJob, PipelineError, _write_result, run
+from pipeline.errors import PipelineError
+from pipeline.job import HydraJob, _write_result, run
 from pipeline.tracking import Interrupted
 
 register()
+
+_FAILED: list[PipelineError] = []  # bad input of the jobs run in this process
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -23,6 +26,11 @@ def main(cfg: DictConfig) -> float | None:
     job = HydraJob.current()
     try:
         result = run(cfg, job)
+    except PipelineError as exc:  # reported here: Hydra would print "Error executing job" before it
+        _write_result(job, "failed", None)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        _FAILED.append(exc)
+        return None
     except BaseException:
         _write_result(job, "failed", None)
         raise
@@ -35,9 +43,11 @@ def _terminate(signum: int, frame: object) -> None:
 
 def cli() -> int:
     """Run Hydra; print bad input as one line, close open sweep runs, exit non-zero on failure."""
-    from pipeline.callbacks import close_open
+    from pipeline.callbacks import close_open, failed_jobs, forget
 
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of Hydra's report
+    _FAILED.clear()
+    forget()
     signal.signal(signal.SIGTERM, _terminate)
     try:
         main()
@@ -45,10 +55,6 @@ def cli() -> int:
         close_open("KILLED")
         print("interrupted: open runs were marked KILLED", file=sys.stderr)
         return 130
-    except PipelineError as exc:
-        close_open(None)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except (HydraException, OmegaConfBaseException) as exc:  # bad overrides or config values
         close_open(None)
         cause = exc.__cause__
@@ -58,7 +64,7 @@ def cli() -> int:
     except Exception:  # a bug: keep the traceback
         close_open(None)
         raise
-    return 0
+    return 2 if _FAILED or failed_jobs() else 0
 
 
 if __name__ == "__main__":

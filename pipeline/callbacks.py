@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.config import TrackingConfig
 
 _OPEN: dict[str, tuple[Any, str, str]] = {}  # parent run id -> (tracker, run id, sweep dir)
+_COUNTS: dict[str, dict[str, int]] = {}  # sweep dir -> what its jobs did, once the sweep is closed
 
 
 def _tracker(config: DictConfig):
@@ -46,6 +47,7 @@ def close_open(status: str | None) -> None:
         final = status or ("FINISHED" if counts.get("failed", 0) == 0 else "FAILED")
         tracker.end(run_id, final)
         del _OPEN[key]
+        _COUNTS[sweep] = counts
         parts = [f"{counts.get(s, 0)} {s}" for s in ("finished", "skipped", "failed")]
         print(f"sweep {sweep}: {', '.join(parts)}", flush=True)
         if counts.get("skipped"):
@@ -54,6 +56,16 @@ def close_open(status: str | None) -> None:
                 "(force=true reruns them)",
                 flush=True,
             )
+
+
+def failed_jobs() -> int:
+    """Failed jobs of the sweeps closed so far in this process."""
+    return sum(counts.get("failed", 0) for counts in _COUNTS.values())
+
+
+def forget() -> None:
+    """Start a new count (one CLI call)."""
+    _COUNTS.clear()
 
 
 def summarize(sweep: str) -> dict[str, int]:

@@ -18,9 +18,11 @@ import torchvision
 from omegaconf import DictConfig, OmegaConf
 
 import pipeline
+from pipeline.checks import check_model
 from pipeline.config import PipelineConfig, plain_config, validate
 from pipeline.counts import rate_metrics
 from pipeline.data import load_eval_data
+from pipeline.errors import PipelineError
 from pipeline.evaluate import Evaluation, evaluate
 from pipeline.instrument import InstrumentedModel
 from pipeline.layers import model_conv_macs
@@ -31,10 +33,6 @@ from pipeline.tracking import CONFIG_HASH_TAG, PARENT_RUN_TAG, SWEEP_TAG, Tracke
 # keys that do not change a job's numbers: not part of its identity for resume
 VOLATILE_KEYS = ("force", "progress", "tracking", "device")
 VOLATILE_DATA_KEYS = ("batch_size", "num_workers", "cache", "download")
-
-
-class PipelineError(RuntimeError):
-    """Bad input found before any run was created; the message names the problem and the fix."""
 
 
 @dataclass
@@ -117,6 +115,9 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
             f"data {config.data.name} gives {tuple(data.image_shape)} images but model "
             f"{config.model.name} expects model.input_size={list(config.model.input_size)}"
         )
+    check_model(
+        model, config.model.name, config.model.input_size, config.window, config.data.name, data.num_classes, device
+    )
     try:
         net = InstrumentedModel(model, build_predictor(config.predictor, config.window), config.layer)
     except ValueError as exc:
