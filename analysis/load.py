@@ -30,6 +30,7 @@ from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.tracking import MlflowClient
 
 from analysis.config import AnalysisConfig, AnalysisError
+from pipeline.store import StoreError, check_store
 
 PARENT_TAG = "sweep.parent"
 ANALYSIS_TAG = "analysis"
@@ -80,6 +81,10 @@ def open_store(config: AnalysisConfig) -> tuple[MlflowClient, str]:
             f"no tracking store at {uri[len('sqlite:///') :]} (tracking.uri={config.uri}): "
             f"run the sweeps first, e.g. `{sweep_hint}`, or point tracking.uri at their store"
         )
+    try:
+        check_store(uri, create=False)  # never write MLflow's tables into a file that is not its store
+    except StoreError as exc:
+        raise AnalysisError(str(exc)) from None
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(config.experiment)
     if experiment is None:

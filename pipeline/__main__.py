@@ -43,7 +43,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 def cli() -> int:
     """Run Hydra; print bad input as one line, close open sweep runs, exit non-zero on failure."""
-    from pipeline.callbacks import close_open, failed_jobs, forget
+    from pipeline.callbacks import SweepAbort, close_open, failed_jobs, forget
 
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of Hydra's report
     _FAILED.clear()
@@ -55,6 +55,9 @@ def cli() -> int:
         close_open("KILLED")
         print("interrupted: open runs were marked KILLED", file=sys.stderr)
         return 130
+    except SweepAbort as exc:  # the store failed before any job started
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
     except (HydraException, OmegaConfBaseException) as exc:  # bad overrides or config values
         close_open(None)
         cause = exc.__cause__

@@ -1,7 +1,8 @@
 """Hydra callbacks: one MLflow parent run per multirun, and a summary of what the sweep did.
 
-``on_multirun_start`` runs once, in the launching process, before any job: it creates the
-tracking store (so parallel jobs never race on a new SQLite schema) and the parent run that every
+``on_multirun_start`` runs once, in the launching process, before any job: it checks the tracking
+store (a bounded retry; an unusable store stops the whole sweep here, see :class:`SweepAbort`),
+creates it (so parallel jobs never race on a new SQLite schema) and the parent run that every
 job of the sweep hangs under. The parent ends FINISHED when every job finished or was skipped,
 FAILED otherwise, KILLED on an interruption, also when the sweep raised (see :func:`close_open`).
 """
@@ -14,11 +15,21 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import TrackingConfig
+from pipeline.errors import PipelineError
 
 _OPEN: dict[str, tuple[Any, str, str]] = {}  # parent run id -> (tracker, run id, sweep dir)
 _COUNTS: dict[str, dict[str, int]] = {}  # sweep dir -> what its jobs did, once the sweep is closed
+
+
+class SweepAbort(BaseException):
+    """The store cannot be used: stops the sweep before any job.
+
+    A BaseException, because Hydra turns an Exception raised by a callback into a warning and
+    starts the jobs anyway (each then failing on its own, slowly).
+    """
 
 
 def _tracker(config: DictConfig):
@@ -31,7 +42,15 @@ def _tracker(config: DictConfig):
 class SweepTracking(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = str(Path(config.hydra.sweep.dir).resolve())
-        tracker = _tracker(config)
+        try:
+            tracker = _tracker(config)
+        except (PipelineError, ValueError, OmegaConfBaseException) as exc:
+            raise SweepAbort(str(exc)) from None
+        except Exception as exc:  # MLflow could not open or create the store: no job may start without it
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise SweepAbort(
+                f"cannot open the tracking store {config.tracking.uri} ({type(exc).__name__}: {first})"
+            ) from exc
         overrides = " ".join(config.hydra.overrides.task)
         run_id = tracker.start_parent(sweep, f"sweep {overrides}".strip(), {"overrides": overrides[:5000]})
         _OPEN[run_id] = (tracker, run_id, sweep)

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
 from pipeline.config import TrackingConfig
+from pipeline.store import StoreError, check_store, store_lock
 
 SWEEP_TAG = "sweep"  # the multirun's sweep dir: parent and children share it
 PARENT_TAG = "sweep.parent"
@@ -31,14 +32,12 @@ class Interrupted(BaseException):
 
 
 def resolve_uri(uri: str) -> str:
-    """A tracking URI with a relative SQLite path made absolute (and its folder created)."""
+    """A tracking URI with a relative SQLite path made absolute (its folder is made by check_store)."""
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        path = Path(uri[len(prefix) :]).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return prefix + str(path)
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
     if "://" not in uri:  # a plain folder would be MLflow's refused file store
-        raise ValueError(
+        raise StoreError(
             f"tracking.uri={uri!r} is not a tracking URI: use sqlite:///PATH.db (the default store), "
             "or http://HOST:PORT of an `mlflow server`"
         )
@@ -50,8 +49,10 @@ class Tracker:
 
     def __init__(self, cfg: TrackingConfig) -> None:
         self.uri = resolve_uri(cfg.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
-        self.experiment_id = self._ensure_experiment(cfg.experiment, cfg.artifacts)
+        check_store(self.uri, create=True)  # within seconds, before MLflow's own long retries
+        with store_lock(self.uri):  # a new SQLite store's schema is created by one process only
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.experiment_id = self._ensure_experiment(cfg.experiment, cfg.artifacts)
 
     def _ensure_experiment(self, name: str, artifacts: str) -> str:
         """The experiment's id, creating it (and a new store's schema) on first use."""
