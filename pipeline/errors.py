@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class PipelineError(RuntimeError):
     """Bad input; the message names the problem and the fix."""
+
+
+class Interrupted(BaseException):
+    """Raised in the main thread on SIGTERM, SIGINT or SIGHUP so that open runs are closed as KILLED."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,7 +137,13 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
         **({"job.num": str(job.number)} if job.number is not None else {}),
     }
     name = f"{config.model.name}-w{config.window}-{config.layer}"
-    with tracker.job_run(name, params(config, device), tags) as record:
+    claim = tracker.claim(identity, name, tags, config.force)  # the run, unless another holds this config
+    if claim.run_id is None:
+        line = f"skipped {describe(config)}: {claim.reason}"
+        _write_result(job, "skipped", claim.holder)
+        print(line, flush=True)
+        return JobResult("skipped", claim.holder, line)
+    with tracker.job_run(claim.run_id, params(config, device)) as record:
         result = evaluate(
             net, data, device, config.data.batch_size, config.data.num_workers, config.progress, label=name
         )
@@ -216,5 +223,7 @@ def _load(config: PipelineConfig):
 
 def _write_result(job: HydraJob, status: str, run_id: str | None) -> None:
     """result.json in the job's Hydra output dir: the sweep summary reads it."""
-    if job.output_dir:
-        Path(job.output_dir, "result.json").write_text(json.dumps({"status": status, "run_id": run_id}))
+    if job.output_dir:  # written whole or not at all: an interruption never leaves half a file
+        temporary = Path(job.output_dir, "result.json.tmp")
+        temporary.write_text(json.dumps({"status": status, "run_id": run_id}))
+        os.replace(temporary, Path(job.output_dir, "result.json"))
