@@ -25,6 +25,7 @@ from pipeline.counts import rate_metrics
 from pipeline.data import load_eval_data
 from pipeline.errors import PipelineError
 from pipeline.evaluate import Evaluation, evaluate
+from pipeline.identity import MEASUREMENT_VERSION, identity_extras
 from pipeline.instrument import InstrumentedModel
 from pipeline.layers import model_conv_macs
 from pipeline.models import build_model
@@ -76,6 +77,7 @@ def config_hash(cfg: DictConfig) -> str:
         plain.pop(key, None)
     for key in VOLATILE_DATA_KEYS:
         plain.get("data", {}).pop(key, None)
+    plain["identity"] = identity_extras(plain)  # checkpoint contents and the measurement version
     text = json.dumps(plain, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -110,6 +112,7 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
     random.seed(config.seed)
     device = pick_device(config.device)
     model = _build(config).to(device)
+    identity = config_hash(cfg)  # building may have downloaded the weights whose contents it covers
     data = _load(config)
     if tuple(data.image_shape) != tuple(config.model.input_size):
         raise PipelineError(
@@ -132,6 +135,7 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
         "torch_version": torch.__version__,
         "torchvision_version": torchvision.__version__,
         "project_version": pipeline.__version__,
+        "measurement_version": str(MEASUREMENT_VERSION),
         **({SWEEP_TAG: job.sweep} if job.sweep else {}),
         **({PARENT_RUN_TAG: parent} if parent else {}),
         **({"job.num": str(job.number)} if job.number is not None else {}),

@@ -50,6 +50,23 @@ def _torchvision_model(cfg: ModelConfig) -> nn.Module:
     return model
 
 
+def torchvision_weights_path(name: str, weights: str) -> Path | None:
+    """Where the torch hub cache keeps torchvision's ``weights`` of model ``name`` (None: unknown)."""
+    try:
+        entry = torchvision.models.get_model_weights(name)[weights]
+    except (KeyError, ValueError):
+        return None
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(entry.url)
+
+
+def checkpoint_path(name: str | None, checkpoint: str | Path) -> Path:
+    """The file ``model.checkpoint`` names: as given, or under pipeline/checkpoints/ for the *_fmnist twins."""
+    path = Path(checkpoint)
+    if name in FMNIST_MODELS and not path.is_absolute() and not path.exists():
+        return CHECKPOINTS / path
+    return path
+
+
 def torchvision_state_dict(name: str, weights: str) -> dict[str, torch.Tensor]:
     """Pretrained torchvision weights from the torch hub cache (downloaded there when online)."""
     enum = torchvision.models.get_model_weights(name)
@@ -79,10 +96,7 @@ def _fmnist_model(cfg: ModelConfig) -> nn.Module:
 
     model = factories[cfg.name](num_classes=cfg.num_classes, **cfg.kwargs)
     if cfg.checkpoint:
-        path = Path(cfg.checkpoint)
-        if not path.is_absolute() and not path.exists():
-            path = CHECKPOINTS / path
-        return _load_checkpoint(model, path)
+        return _load_checkpoint(model, checkpoint_path(cfg.name, cfg.checkpoint))
     return model
 
 
