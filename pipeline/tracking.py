@@ -119,12 +119,11 @@ class Tracker:
 
     @_store_operation
     def parent_of(self, sweep: str) -> str | None:
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.{PARENT_TAG} = 'true' and tags.{SWEEP_TAG} = '{_quote(sweep)}'",
-            max_results=1,
-        )
-        return runs[0].info.run_id if runs else None
+        """The newest parent run of ``sweep`` (any characters in its path)."""
+        literal = _literal(sweep)
+        where = f"tags.{PARENT_TAG} = 'true'" + (f" and tags.{SWEEP_TAG} = {literal}" if literal else "")
+        runs = self.client.search_runs([self.experiment_id], filter_string=where, max_results=1000)
+        return next((r.info.run_id for r in runs if r.data.tags.get(SWEEP_TAG) == sweep), None)
 
     @_store_operation
     def close_stale(self) -> list[str]:
@@ -254,5 +253,10 @@ def _param(value: object) -> str:
     return text[:6000]
 
 
-def _quote(text: str) -> str:
-    return text.replace("'", "\\'")
+def _literal(text: str) -> str | None:
+    """``text`` quoted for an MLflow search filter, or None when it holds both kinds of quotes."""
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    return None
