@@ -1,8 +1,8 @@
 """Checks that need the built model and the loaded data; they run before a job's run is created.
 
-- The window is bounded by the largest predictable map: a window at least as large as a map
-  covers it with one tile, so every window above the largest map measures exactly what that one
-  does (and would only cost memory: tiles are padded to a multiple of the window).
+- The window is bounded by the largest predictable map: at that size every map is one tile, and a
+  larger tile reaches past every map (with the diagonal pattern it measures exactly the same; it
+  only costs memory, tiles being padded to a multiple of the window on the pure-torch path).
 - The model predicts as many classes as the data has, and returns (N, classes) logits.
 
 :func:`map_sizes` gives each predictable layer's output map size from one traced forward of a zero
@@ -66,8 +66,8 @@ def check_window(window: int, maps: Mapping[str, tuple[int, int]], model: str = 
         name, (h, w) = max(maps.items(), key=lambda item: max(item[1]))
         raise PipelineError(
             f"window={window} is larger than the largest predictable map of {model} ({h}x{w}, layer {name}): "
-            f"a window of {bound} already covers every map with one tile, so larger windows measure the same "
-            f"and only cost memory. Use window <= {bound}"
+            f"at window {bound} every map is already one tile, and a larger tile reaches past every map (with "
+            f"the diagonal it measures the same and only costs memory). Use window <= {bound}"
         )
 
 
