@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,7 @@ def validate(cfg: DictConfig | Mapping) -> AnalysisConfig:
     out = plain.get("out")
     if not isinstance(out, str) or not out:
         raise AnalysisError("out must be a folder path, e.g. out=outputs/figures")
+    check_out(Path(out))
     log_run = plain.get("log_run", True)
     if not isinstance(log_run, bool):
         raise AnalysisError(f"log_run={log_run!r}: use true or false")
@@ -74,6 +76,18 @@ def validate(cfg: DictConfig | Mapping) -> AnalysisConfig:
         formats=tuple(dict.fromkeys(formats)),
         log_run=log_run,
     )
+
+
+def check_out(out: Path) -> None:
+    """``out`` is a folder, or can be made one, in a writable place (checked before anything is logged)."""
+    if out.exists() and not out.is_dir():
+        raise AnalysisError(f"out={out} is a file, not a folder: point out at a folder (made when missing)")
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise AnalysisError(f"out={out} lies under {blocker}, which is a file: use a folder in a writable place")
+    existing = out if out.exists() else next(p for p in out.parents if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise AnalysisError(f"out={out}: {existing} is not writable; use a folder in a writable place")
 
 
 def _strings(value: object, name: str) -> tuple[str, ...]:

@@ -48,6 +48,7 @@ from pipeline.keys import (
     SPLIT_PARAM,
     SWEEP_TAG,
 )
+from pipeline.store import StoreError, check_store
 
 MODEL_SETTING = ("model", "data", "limit", "seed", "split")  # one model's evaluation: a baseline's key
 PREDICTOR_SETTING = ("predictor", "pattern", "threshold", "layers", "recover")  # what was predicted, and how
@@ -96,6 +97,10 @@ def open_store(config: AnalysisConfig) -> tuple[MlflowClient, str]:
             f"no tracking store at {uri[len('sqlite:///') :]} (tracking.uri={config.uri}): "
             f"run the sweeps first, e.g. `{sweep_hint}`, or point tracking.uri at their store"
         )
+    try:
+        check_store(uri, create=False)  # never write MLflow's tables into a file that is not its store
+    except StoreError as exc:
+        raise AnalysisError(str(exc)) from None
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(config.experiment)
     if experiment is None:

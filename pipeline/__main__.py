@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 import hydra
@@ -12,10 +11,12 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import register
-from pipeline.job import HydraJob, PipelineError, _write_result, run
-from pipeline.tracking import Interrupted
+from pipeline.errors import Interrupted, PipelineError
+from pipeline.job import HydraJob, _write_result, run
 
 register()
+
+_FAILED: list[PipelineError] = []  # bad input of the jobs run in this process
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -23,43 +24,50 @@ def main(cfg: DictConfig) -> float | None:
     job = HydraJob.current()
     try:
         result = run(cfg, job)
+    except PipelineError as exc:  # reported here: Hydra would print "Error executing job" before it
+        _write_result(job, "failed", None)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        _FAILED.append(exc)
+        return None
     except BaseException:
         _write_result(job, "failed", None)
         raise
     return None if result is None else 0.0
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise Interrupted(f"signal {signum}")
+def cli(restore_signals: bool = True) -> int:
+    """Run Hydra; bad input is one ``error:`` line, open sweep runs are closed, failures exit non-zero.
 
-
-def cli() -> int:
-    """Run Hydra; print bad input as one line, close open sweep runs, exit non-zero on failure."""
-    from pipeline.callbacks import close_open
+    ``restore_signals`` false keeps the CLI's signal handlers after it returns (the process then exits).
+    """
+    from pipeline import callbacks
+    from pipeline.interrupts import stop_on_signals
 
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of Hydra's report
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        main()
-    except (KeyboardInterrupt, Interrupted):
-        close_open("KILLED")
-        print("interrupted: open runs were marked KILLED", file=sys.stderr)
-        return 130
-    except PipelineError as exc:
-        close_open(None)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (HydraException, OmegaConfBaseException) as exc:  # bad overrides or config values
-        close_open(None)
-        cause = exc.__cause__
-        detail = f": {str(cause).strip()}" if cause is not None and str(cause) not in str(exc) else ""
-        print(f"error: {str(exc).strip()}{detail}", file=sys.stderr)
-        return 2
-    except Exception:  # a bug: keep the traceback
-        close_open(None)
-        raise
-    return 0
+    _FAILED.clear()
+    callbacks.forget()
+    # SIGTERM, SIGINT, SIGHUP: Interrupted once; signals during the clean-up do not interrupt it
+    with stop_on_signals(restore_signals):
+        try:
+            main()
+        except (KeyboardInterrupt, Interrupted):
+            callbacks.close_open("KILLED")
+            print("interrupted: open runs were marked KILLED", file=sys.stderr, flush=True)
+            return 130
+        except callbacks.SweepAbort as exc:  # the store failed before any job started
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 2
+        except (HydraException, OmegaConfBaseException) as exc:  # bad overrides or config values
+            callbacks.close_open(None)
+            cause = exc.__cause__
+            detail = f": {str(cause).strip()}" if cause is not None and str(cause) not in str(exc) else ""
+            print(f"error: {str(exc).strip()}{detail}", file=sys.stderr, flush=True)
+            return 2
+        except Exception:  # a bug: keep the traceback
+            callbacks.close_open(None)
+            raise
+    return 2 if _FAILED or callbacks.failed_jobs() else 0
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(cli(restore_signals=False))

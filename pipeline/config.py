@@ -7,6 +7,7 @@ dataclasses, before any model or data set is built.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -57,6 +58,8 @@ class DataConfig:
             raise ValueError(f"data.batch_size must be >= 1, got {self.batch_size}")
         if self.num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.size < 1 or self.num_classes < 1:
+            raise ValueError(f"data.size and data.num_classes must be >= 1, got {self.size} and {self.num_classes}")
 
 
 @dataclass
@@ -66,6 +69,15 @@ class TrackingConfig:
     uri: str = "sqlite:///outputs/mlflow.db"
     experiment: str = "cross-neuron-prediction"
     artifacts: str = "outputs/mlartifacts"  # artifact root of experiments this project creates
+
+    def __post_init__(self) -> None:
+        if "://" not in self.uri:  # a plain path would be MLflow's refused file store
+            raise ValueError(
+                f"tracking.uri={self.uri!r} is not a tracking URI: use sqlite:///PATH.db (the default store), "
+                "or http://HOST:PORT of an `mlflow server`"
+            )
+        if not self.experiment.strip():
+            raise ValueError("tracking.experiment must be a name, e.g. tracking.experiment=cross-neuron-prediction")
 
 
 @dataclass
@@ -146,7 +158,9 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.window < 1:
             raise ValueError(f"window must be an integer >= 1 (1 = baseline, no prediction), got {self.window}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not 0 <= self.seed < 2**64:
+            raise ValueError(f"seed must be an integer from 0 to 2**64-1 (torch's seed range), got {self.seed}")
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         from pipeline.predictors import schema_of
 

@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from pipeline.config import DataConfig
+from pipeline.errors import PipelineError
 
 DEBIAN_FASHION_MNIST = Path(os.environ.get("CNP_FASHION_MNIST_SYSTEM_DIR", "/usr/share/datasets/fashion-mnist"))
 FMNIST_TEST = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -29,7 +30,7 @@ DATASETS = ("fashion_mnist", "imagenet", "synthetic")
 CACHE_BYTES = 4 << 30  # preprocessed images kept in memory across the jobs of a sweep
 
 
-class DataError(RuntimeError):
+class DataError(PipelineError):
     """Data cannot be found or read; the message says what to put where."""
 
 
@@ -43,6 +44,7 @@ class EvalData:
     images: Tensor | None = None  # (N, C, H, W) float32, preprocessed
     labels: Tensor | None = None  # (N,) int64
     dataset: Dataset | None = None
+    num_classes: int | None = None  # labels are 0..num_classes-1
 
     def batches(self, batch_size: int, num_workers: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """(images, labels) batches in a fixed order."""
@@ -51,7 +53,10 @@ class EvalData:
                 yield self.images[start : start + batch_size], self.labels[start : start + batch_size]
             return
         loader = DataLoader(self.dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-        yield from loader
+        try:
+            yield from loader
+        except DataError as exc:  # from a loader worker: its message carries the worker's traceback
+            raise DataError(str(exc).rstrip().rsplit("DataError: ", 1)[-1]) from None
 
 
 _CACHE: dict[tuple, EvalData] = {}
@@ -79,6 +84,15 @@ def load_eval_data(cfg: DataConfig, seed: int = 0) -> EvalData:
     return data
 
 
+def check_limit(limit: int | None, available: int, what: str) -> None:
+    """``data.limit`` may not ask for more images than the set has (the run would record a false limit)."""
+    if limit is not None and limit > available:
+        raise DataError(
+            f"data.limit={limit} but {what} has only {available} images: use data.limit<={available}, "
+            "or data.limit=null for all of them"
+        )
+
+
 def spread_indices(size: int, limit: int | None) -> list[int]:
     """``limit`` indices spread evenly over ``range(size)`` (every size/limit-th), or all of them.
 
@@ -95,19 +109,18 @@ def _image_bytes(shape: tuple[int, ...]) -> int:
 
 def _materialize(data: EvalData, batch_size: int, num_workers: int) -> EvalData:
     images, labels = zip(*data.batches(batch_size, num_workers), strict=True)
-    return EvalData(data.name, data.size, data.image_shape, torch.cat(images), torch.cat(labels))
+    return EvalData(
+        data.name, data.size, data.image_shape, torch.cat(images), torch.cat(labels), num_classes=data.num_classes
+    )
 
 
 # Fashion-MNIST ------------------------------------------------------------------------------
 
 
 def find_fashion_mnist(root: str | None, split: str = "test") -> Path | None:
-    """The first folder holding the Fashion-MNIST IDX files of ``split``: data.root, then Debian's package."""
+    """The folder holding the Fashion-MNIST IDX files of ``split``: in data.root when given, else Debian's package."""
     files = FMNIST_TEST if split == "test" else FMNIST_TRAIN
-    candidates = []
-    if root:
-        candidates += [Path(root), Path(root) / "FashionMNIST" / "raw"]
-    candidates.append(DEBIAN_FASHION_MNIST)
+    candidates = [Path(root), Path(root) / "FashionMNIST" / "raw"] if root else [DEBIAN_FASHION_MNIST]
     for folder in candidates:
         if all(_idx_file(folder, name) is not None for name in files):
             return folder
@@ -157,21 +170,35 @@ def normalize_fashion_mnist(images: Tensor) -> Tensor:
 
 
 def _fashion_mnist(cfg: DataConfig) -> EvalData:
+    if cfg.root and not Path(cfg.root).is_dir():  # never fall back to another copy than the one asked for
+        raise DataError(
+            f"data.root={cfg.root} is not a folder: put the Fashion-MNIST files in a folder and pass "
+            "data.root=FOLDER (torchvision downloads them into it when data.download=true and the internet "
+            f"is reachable), or leave data.root unset to use Debian's copy in {DEBIAN_FASHION_MNIST}"
+        )
     folder = find_fashion_mnist(cfg.root, cfg.split)
     if folder is None and cfg.download:
         folder = _download_fashion_mnist(cfg.root or "outputs/data", cfg.split)
     if folder is None:
-        where = f"data.root={cfg.root} or " if cfg.root else ""
+        where = f"data.root={cfg.root}" if cfg.root else str(DEBIAN_FASHION_MNIST)
         files = FMNIST_TEST if cfg.split == "test" else FMNIST_TRAIN
         raise DataError(
             f"Fashion-MNIST {cfg.split} files ({files[0]}.gz, {files[1]}.gz) not found in "
-            f"{where}{DEBIAN_FASHION_MNIST}, and torchvision could not download them. Either install "
+            f"{where}, and torchvision could not download them. Either install "
             f"Debian's package (apt-get install dataset-fashion-mnist), or put the files in a folder "
             f"and pass data.root=FOLDER (torchvision's download works where the internet is reachable)."
         )
     images, labels = read_fashion_mnist(folder, cfg.split)
+    check_limit(cfg.limit, len(labels), f"the Fashion-MNIST {cfg.split} split in {folder}")
     index = torch.tensor(spread_indices(len(labels), cfg.limit))
-    return EvalData("fashion_mnist", len(index), (1, 28, 28), normalize_fashion_mnist(images[index]), labels[index])
+    return EvalData(
+        "fashion_mnist",
+        len(index),
+        (1, 28, 28),
+        normalize_fashion_mnist(images[index]),
+        labels[index],
+        num_classes=10,
+    )
 
 
 def _download_fashion_mnist(root: str, split: str = "test") -> Path | None:
@@ -217,11 +244,26 @@ def _imagenet(cfg: DataConfig) -> EvalData:
     if not root.is_dir():
         raise DataError(f"{key}={root} is not a folder. {hint}")
     try:
-        dataset = ImageFolder(str(root), transform=imagenet_transform())
+        dataset = ImageFolder(str(root), transform=imagenet_transform(), loader=read_image)
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"{key}={root} holds no images in class folders ({exc}). {hint}") from exc
+    check_limit(cfg.limit, len(dataset), f"{key}={root}")
     index = spread_indices(len(dataset), cfg.limit)
-    return EvalData("imagenet", len(index), (3, 224, 224), dataset=Subset(dataset, index))
+    return EvalData(
+        "imagenet", len(index), (3, 224, 224), dataset=Subset(dataset, index), num_classes=len(dataset.classes)
+    )
+
+
+def read_image(path: str):
+    """An image file as RGB (torchvision's loader), or a :class:`DataError` naming the file."""
+    from torchvision.datasets.folder import default_loader
+
+    try:
+        return default_loader(path)
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL: unidentified, truncated, corrupt
+        raise DataError(
+            f"cannot decode the image {path} ({type(exc).__name__}: {exc}): remove or replace the file, then rerun"
+        ) from None
 
 
 # Synthetic ----------------------------------------------------------------------------------
@@ -229,8 +271,9 @@ def _imagenet(cfg: DataConfig) -> EvalData:
 
 def _synthetic(cfg: DataConfig, seed: int) -> EvalData:
     """Deterministic standard-normal images and uniform labels from ``seed`` (another stream for the train split)."""
+    check_limit(cfg.limit, cfg.size, "the synthetic set (data.size)")
     generator = torch.Generator().manual_seed(seed if cfg.split == "test" else seed + 7919)
-    size = cfg.size if cfg.limit is None else min(cfg.limit, cfg.size)
+    size = cfg.size if cfg.limit is None else cfg.limit
     images = torch.randn((size, *cfg.image_size), generator=generator)
     labels = torch.randint(0, cfg.num_classes, (size,), generator=generator)
-    return EvalData("synthetic", size, tuple(cfg.image_size), images, labels)
+    return EvalData("synthetic", size, tuple(cfg.image_size), images, labels, num_classes=cfg.num_classes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,13 @@ import torchvision
 from omegaconf import DictConfig, OmegaConf
 
 import pipeline
+from pipeline.checks import check_model
 from pipeline.config import PipelineConfig, plain_config, validate
 from pipeline.counts import layer_metrics, rate_metrics
 from pipeline.data import load_eval_data
+from pipeline.errors import PipelineError
 from pipeline.evaluate import Evaluation, evaluate
+from pipeline.identity import MEASUREMENT_VERSION, identity_extras
 from pipeline.instrument import InstrumentedModel
 from pipeline.keys import (
     BASELINE_TAG,
@@ -53,10 +57,6 @@ from pipeline.tracking import Tracker, git_commit
 # keys that do not change a job's numbers: not part of its identity for resume
 VOLATILE_KEYS = ("force", "progress", "tracking", "device")
 VOLATILE_DATA_KEYS = ("batch_size", "num_workers", "cache", "download")
-
-
-class PipelineError(RuntimeError):
-    """Bad input found before any run was created; the message names the problem and the fix."""
 
 
 @dataclass
@@ -99,6 +99,7 @@ def config_hash(cfg: DictConfig) -> str:
         plain.pop(key, None)
     for key in VOLATILE_DATA_KEYS:
         plain.get("data", {}).pop(key, None)
+    plain["identity"] = identity_extras(plain)  # checkpoint contents and the measurement version
     text = json.dumps(plain, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -177,6 +178,10 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
             f"data {config.data.name} gives {tuple(data.image_shape)} images but model "
             f"{model_label(config)} expects model.input_size={list(config.model.input_size)}"
         )
+    max_window = max([config.window, *(p.window for p in predictors if getattr(p, "window", None))])
+    check_model(
+        model, model_label(config), config.model.input_size, max_window, config.data.name, data.num_classes, device
+    )
     net = InstrumentedModel(model, lambda _layers, _scope: predictors, config.layer).to(device)
     conv_macs = model_conv_macs(model, tuple(config.model.input_size))
     baseline = config.recover.kind == "none" and all(p is None or p.predicts_nothing for p in net.predictors())
@@ -188,6 +193,7 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
         "torch_version": torch.__version__,
         "torchvision_version": torchvision.__version__,
         "project_version": pipeline.__version__,
+        "measurement_version": str(MEASUREMENT_VERSION),
         **({SWEEP_TAG: job.sweep} if job.sweep else {}),
         **({PARENT_RUN_TAG: parent} if parent else {}),
         **({"job.num": str(job.number)} if job.number is not None else {}),
@@ -196,7 +202,13 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
     name = f"{model_label(config)}-{predictor_label(config)}-w{config.window}-{config.layer}"
     if config.recover.kind != "none":
         name += f"-{config.recover.kind}"
-    with tracker.job_run(name, params(config, device), tags) as record:
+    claim = tracker.claim(identity, name, tags, config.force)  # the run, unless another holds this config
+    if claim.run_id is None:
+        line = f"skipped {where}: {claim.reason}"
+        _write_result(job, "skipped", claim.holder)
+        print(line, flush=True)
+        return JobResult("skipped", claim.holder, line)
+    with tracker.job_run(claim.run_id, params(config, device)) as record:
         try:
             recovered = recover(net, model, config.recover, config.data, config.seed, device, config.progress)
         except RecoverError as exc:
@@ -360,5 +372,7 @@ def _state_bytes(model: torch.nn.Module) -> bytes:
 
 def _write_result(job: HydraJob, status: str, run_id: str | None) -> None:
     """result.json in the job's Hydra output dir: the sweep summary reads it."""
-    if job.output_dir:
-        Path(job.output_dir, "result.json").write_text(json.dumps({"status": status, "run_id": run_id}))
+    if job.output_dir:  # written whole or not at all: an interruption never leaves half a file
+        temporary = Path(job.output_dir, "result.json.tmp")
+        temporary.write_text(json.dumps({"status": status, "run_id": run_id}))
+        os.replace(temporary, Path(job.output_dir, "result.json"))

@@ -16,6 +16,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.errors import PipelineError
+
 RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_, F.relu_)
 RELU_METHODS = ("relu", "relu_")
 ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
@@ -35,7 +37,7 @@ class PredictableLayer:
     channels: int = 0  # output channels of the main-branch conv (the layer's C)
 
 
-class TraceError(RuntimeError):
+class TraceError(PipelineError):
     """The model cannot be traced by torch.fx, so its layers cannot be discovered."""
 
 

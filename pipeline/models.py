@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -15,6 +15,7 @@ import torchvision
 from torch import nn
 
 from pipeline.config import ModelConfig
+from pipeline.errors import PipelineError
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 TORCHVISION_MODELS = ("alexnet", "vgg16", "resnet18")
@@ -22,7 +23,7 @@ FMNIST_MODELS = ("alexnet_fmnist", "vgg16_fmnist", "resnet18_fmnist")
 MODELS = (*TORCHVISION_MODELS, *FMNIST_MODELS, "custom")
 
 
-class ModelError(RuntimeError):
+class ModelError(PipelineError):
     """A model cannot be built or its weights cannot be found; the message says what to do."""
 
 
@@ -47,6 +48,23 @@ def _torchvision_model(cfg: ModelConfig) -> nn.Module:
     if cfg.weights:
         model.load_state_dict(torchvision_state_dict(cfg.name, cfg.weights))
     return model
+
+
+def torchvision_weights_path(name: str, weights: str) -> Path | None:
+    """Where the torch hub cache keeps torchvision's ``weights`` of model ``name`` (None: unknown)."""
+    try:
+        entry = torchvision.models.get_model_weights(name)[weights]
+    except (KeyError, ValueError):
+        return None
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(entry.url)
+
+
+def checkpoint_path(name: str | None, checkpoint: str | Path) -> Path:
+    """The file ``model.checkpoint`` names: as given, or under pipeline/checkpoints/ for the *_fmnist twins."""
+    path = Path(checkpoint)
+    if name in FMNIST_MODELS and not path.is_absolute() and not path.exists():
+        return CHECKPOINTS / path
+    return path
 
 
 def torchvision_state_dict(name: str, weights: str) -> dict[str, torch.Tensor]:
@@ -78,10 +96,7 @@ def _fmnist_model(cfg: ModelConfig) -> nn.Module:
 
     model = factories[cfg.name](num_classes=cfg.num_classes, **cfg.kwargs)
     if cfg.checkpoint:
-        path = Path(cfg.checkpoint)
-        if not path.is_absolute() and not path.exists():
-            path = CHECKPOINTS / path
-        return _load_checkpoint(model, path)
+        return _load_checkpoint(model, checkpoint_path(cfg.name, cfg.checkpoint))
     return model
 
 
@@ -129,8 +144,13 @@ def _load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
         ) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise ModelError(
+            f"checkpoint {path} holds a {type(state).__name__}, not a state_dict (a dict of parameter name -> "
+            "tensor): save it with torch.save(model.state_dict(), PATH)"
+        )
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ModelError(f"checkpoint {path} does not fit the model: {exc}") from exc
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelError(f"checkpoint {path} does not fit the model: {exc}") from None
     return model

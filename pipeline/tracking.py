@@ -2,43 +2,68 @@
 
 A job's run is created only when its evaluation starts, gets its metrics and artifacts in one go
 at the end, and is marked FINISHED only after all of them are stored; a failure marks it FAILED
-and an interruption (Ctrl-C, SIGTERM) KILLED. The runs of one multirun hang under a parent run.
+and an interruption (Ctrl-C, SIGTERM, SIGHUP) KILLED. The runs of one multirun hang under a parent
+run. When this process writes the store's database itself, every store operation runs within
+:func:`pipeline.interrupts.deferred`: a signal never cuts one in the middle.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import TypeVar
 
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
+from pipeline import claims
 from pipeline.config import TrackingConfig
+from pipeline.errors import Interrupted  # noqa: F401 (re-exported)
+from pipeline.interrupts import deferred
 from pipeline.keys import CONFIG_HASH_TAG, PARENT_RUN_TAG, PARENT_TAG, SWEEP_TAG  # noqa: F401 (re-exported)
+from pipeline.store import StoreError, check_store, store_lock
 
-
-class Interrupted(BaseException):
-    """Raised in the main thread on SIGTERM so that open runs are closed as KILLED."""
+T = TypeVar("T")
 
 
 def resolve_uri(uri: str) -> str:
-    """A tracking URI with a relative SQLite path made absolute (and its folder created)."""
+    """A tracking URI with a relative SQLite path made absolute (its folder is made by check_store)."""
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        path = Path(uri[len(prefix) :]).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return prefix + str(path)
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
     if "://" not in uri:  # a plain folder would be MLflow's refused file store
-        raise ValueError(
+        raise StoreError(
             f"tracking.uri={uri!r} is not a tracking URI: use sqlite:///PATH.db (the default store), "
             "or http://HOST:PORT of an `mlflow server`"
         )
     return uri
+
+
+def _direct(uri: str) -> bool:
+    """Whether this process writes the store's database itself (SQLAlchemy), not through a server."""
+    return not uri.startswith(("http://", "https://", "databricks"))
+
+
+def _store_operation(method: Callable[..., T]) -> Callable[..., T]:
+    """A store operation no signal cuts in the middle when this process writes the database itself.
+
+    MLflow rolls a SQL session back on an Exception only: a signal's exception inside one could
+    leave a transaction open, and its SQLite write lock would stall every later write (busy
+    timeout 20 s each). A server's requests are safe to interrupt, and may retry for minutes.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args: object, **kwargs: object) -> T:
+        with deferred() if self.direct else nullcontext():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class Tracker:
@@ -46,8 +71,12 @@ class Tracker:
 
     def __init__(self, cfg: TrackingConfig) -> None:
         self.uri = resolve_uri(cfg.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
-        self.experiment_id = self._ensure_experiment(cfg.experiment, cfg.artifacts)
+        self.direct = _direct(self.uri)
+        with deferred() if self.direct else nullcontext():
+            check_store(self.uri, create=True)  # within seconds, before MLflow's own long retries
+            with store_lock(self.uri):  # a new SQLite store's schema is created by one process only
+                self.client = MlflowClient(tracking_uri=self.uri)
+                self.experiment_id = self._ensure_experiment(cfg.experiment, cfg.artifacts)
 
     def _ensure_experiment(self, name: str, artifacts: str) -> str:
         """The experiment's id, creating it (and a new store's schema) on first use."""
@@ -67,6 +96,7 @@ class Tracker:
 
     # resume ---------------------------------------------------------------------------------
 
+    @_store_operation
     def finished_run(self, config_hash: str) -> str | None:
         """The id of a FINISHED run with this config hash, if any."""
         runs = self.client.search_runs(
@@ -78,20 +108,31 @@ class Tracker:
 
     # multirun parent ------------------------------------------------------------------------
 
+    @_store_operation
     def start_parent(self, sweep: str, name: str, tags: Mapping[str, str]) -> str:
-        run = self.client.create_run(
-            self.experiment_id, run_name=name, tags={SWEEP_TAG: sweep, PARENT_TAG: "true", **tags}
-        )
+        tags = {SWEEP_TAG: sweep, PARENT_TAG: "true", **tags, **claims.owner_tags()}
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         return run.info.run_id
 
+    @_store_operation
     def parent_of(self, sweep: str) -> str | None:
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.{PARENT_TAG} = 'true' and tags.{SWEEP_TAG} = '{_quote(sweep)}'",
-            max_results=1,
-        )
-        return runs[0].info.run_id if runs else None
+        """The newest parent run of ``sweep`` (any characters in its path)."""
+        literal = _literal(sweep)
+        where = f"tags.{PARENT_TAG} = 'true'" + (f" and tags.{SWEEP_TAG} = {literal}" if literal else "")
+        runs = self.client.search_runs([self.experiment_id], filter_string=where, max_results=1000)
+        return next((r.info.run_id for r in runs if r.data.tags.get(SWEEP_TAG) == sweep), None)
 
+    @_store_operation
+    def close_stale(self) -> list[str]:
+        """Close as KILLED the RUNNING runs whose process is gone (:mod:`pipeline.claims`)."""
+        return claims.close_stale(self.client, self.experiment_id)
+
+    @_store_operation
+    def close_sweep(self, sweep: str, status: str = "KILLED") -> list[str]:
+        """End the RUNNING runs of ``sweep`` started by processes of this host."""
+        return claims.close_sweep_runs(self.client, self.experiment_id, sweep, status)
+
+    @_store_operation
     def end(self, run_id: str, status: str) -> None:
         """End a run unless it has ended already."""
         if self.client.get_run(run_id).info.status == "RUNNING":
@@ -99,26 +140,37 @@ class Tracker:
 
     # one job --------------------------------------------------------------------------------
 
+    @_store_operation
+    def claim(self, config_hash: str, name: str, tags: Mapping[str, str], force: bool) -> claims.Claim:
+        """Create the job's RUNNING run unless another run holds its config (:func:`claims.claim`)."""
+        with store_lock(self.uri):
+            return claims.claim(self.client, self.experiment_id, config_hash, name, tags, force)
+
     @contextmanager
-    def job_run(self, name: str, params: Mapping[str, object], tags: Mapping[str, str]) -> Iterator[JobRecord]:
-        """An open run for one job; FINISHED only when :meth:`JobRecord.commit` stored everything."""
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
-        run_id = run.info.run_id
-        record = JobRecord(self.client, run_id)
+    def job_run(self, run_id: str, params: Mapping[str, object]) -> Iterator[JobRecord]:
+        """The claimed run of one job; FINISHED only when :meth:`JobRecord.commit` stored everything."""
+        record = JobRecord(self.client, run_id, self.direct)
         try:
-            self.client.log_batch(run_id, params=[Param(k, _param(v)) for k, v in params.items()])
-            yield record
+            with deferred() if self.direct else nullcontext():
+                self.client.log_batch(run_id, params=[Param(k, _param(v)) for k, v in params.items()])
+            with claims.Heartbeat(self.client, run_id):
+                yield record
         except (KeyboardInterrupt, Interrupted):
-            self.client.set_terminated(run_id, "KILLED")
+            self._terminate(run_id, "KILLED")
             raise
         except BaseException:
-            self.client.set_terminated(run_id, "FAILED")
+            self._terminate(run_id, "FAILED")
             raise
         if not record.committed:
-            self.client.set_terminated(run_id, "FAILED")
+            self._terminate(run_id, "FAILED")
             raise RuntimeError("internal error: job run ended without its results")
-        self.client.set_terminated(run_id, "FINISHED")
+        self._terminate(run_id, "FINISHED")
 
+    @_store_operation
+    def _terminate(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+
+    @_store_operation
     def log_training_run(
         self,
         name: str,
@@ -148,11 +200,13 @@ class Tracker:
 class JobRecord:
     """Writes a job's results to its run in one step."""
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
+    def __init__(self, client: MlflowClient, run_id: str, direct: bool = True) -> None:
         self.client = client
         self.run_id = run_id
+        self.direct = direct  # signals wait for store operations (see _store_operation)
         self.committed = False
 
+    @_store_operation
     def commit(
         self,
         metrics: Mapping[str, float],
@@ -197,5 +251,10 @@ def _param(value: object) -> str:
     return text[:6000]
 
 
-def _quote(text: str) -> str:
-    return text.replace("'", "\\'")
+def _literal(text: str) -> str | None:
+    """``text`` quoted for an MLflow search filter, or None when it holds both kinds of quotes."""
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    return None

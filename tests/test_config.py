@@ -159,12 +159,13 @@ def test_every_predictor_config_composes_and_builds_per_layer(kind):
     from pipeline.layers import resolve_scope
     from pipeline.predictors import BuildContext, build_predictors, resolve_plans
 
-    cfg = validate(composed(f"predictor={kind}", "window=3", "+predictor.layers.0.kind=none"))
+    window = "window=2" if kind == "learned" else "window=3"  # the shipped learned predictors: 2x2 checkerboards
+    cfg = validate(composed(f"predictor={kind}", window, "+predictor.layers.0.kind=none"))
     assert cfg.predictor.kind == kind
     network = build_model(cfg.model)
     layers = discover_layers(network)
     plans = resolve_plans(cfg.predictor, cfg.window, layers, resolve_scope(layers, "all"))
-    predictors = build_predictors(plans, layers, BuildContext())
+    predictors = build_predictors(plans, layers, BuildContext(model=cfg.model.name))
     assert [p.kind for p in predictors] == ["none"] + [kind] * 4
 
 
