@@ -28,14 +28,17 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
-OWNER_HOST = "owner.host"
-OWNER_PID = "owner.pid"
-OWNER_START = "owner.start"  # the PID's start time in clock ticks after boot (Linux), or empty
-HEARTBEAT = "owner.heartbeat"  # ms since the epoch
-CLOSED_TAG = "owner.closed"  # why a stale run was closed
-CONFIG_HASH_TAG = "config_hash"
-SWEEP_TAG = "sweep"
-PARENT_TAG = "sweep.parent"
+from pipeline.keys import (  # noqa: F401 (OWNER_* and HEARTBEAT re-exported)
+    CLOSED_TAG,
+    CONFIG_HASH_TAG,
+    HEARTBEAT,
+    OWNER_HOST,
+    OWNER_PID,
+    OWNER_START,
+    PARENT_TAG,
+    SWEEP_TAG,
+)
+
 HEARTBEAT_S = 60.0
 STALE_AFTER_S = 600.0
 

@@ -31,6 +31,7 @@ from pipeline.instrument import InstrumentedModel
 from pipeline.keys import (
     BASELINE_TAG,
     CONFIG_HASH_TAG,
+    MEASUREMENT_VERSION_TAG,
     OPERATING_POINT_PARAM,
     PARENT_RUN_TAG,
     RECOVER_PARAM,
@@ -193,7 +194,7 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
         "torch_version": torch.__version__,
         "torchvision_version": torchvision.__version__,
         "project_version": pipeline.__version__,
-        "measurement_version": str(MEASUREMENT_VERSION),
+        MEASUREMENT_VERSION_TAG: str(MEASUREMENT_VERSION),
         **({SWEEP_TAG: job.sweep} if job.sweep else {}),
         **({PARENT_RUN_TAG: parent} if parent else {}),
         **({"job.num": str(job.number)} if job.number is not None else {}),

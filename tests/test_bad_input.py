@@ -58,7 +58,7 @@ BAD_INPUTS = {
     "data.limit above the set": ([*TINY, "data.limit=9"], "data.limit=9 but the synthetic set"),
     "class count mismatch": ([*TINY, "data.num_classes=5"], "predicts 10 classes but data synthetic has 5"),
     "missing fashion_mnist root": ([*SMALL, "data.root={files}/nowhere", "data.limit=4"], "is not a folder: put"),
-    "window above the largest map": ([*TINY, "window=29"], "largest predictable map of custom (28x28"),
+    "window above the largest map": ([*TINY, "window=29"], "largest predictable map of custom:tests.nets:small"),
     "corrupt JPEG": ([*JPEG, "data.num_workers=0"], "cannot decode the image"),
     "corrupt JPEG, streamed by a loader worker": (
         [*JPEG, "data.num_workers=1", "data.cache=false"],

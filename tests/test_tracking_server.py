@@ -169,7 +169,7 @@ def test_each_launcher_ran_its_jobs_under_its_sweep_parent(served):
     # submitit pickled the job and ran it in a process of its own: its pickles and its log are there
     (result,) = (tmp / "submitit" / ".submitit").glob("*/*_0_result.pkl")
     (log,) = result.parent.glob("*_0_log.out")
-    assert "alexnet_fmnist window=3 layer=all: mac_saving=" in log.read_text()
+    assert "alexnet_fmnist window=3 layer=all predictor=tile(diagonal): mac_saving=" in log.read_text()
 
 
 def test_artifacts_are_served_by_the_server_into_its_destination(served):
