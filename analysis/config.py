@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-FILTER_KEYS = ("sweep", "model", "data")
+FILTER_KEYS = ("sweep", "model", "data", "split")
 FORMATS = ("png", "pdf", "svg")
 
 

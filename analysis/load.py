@@ -41,6 +41,7 @@ from pipeline.keys import (
     JOB_PARAMS,
     OPERATING_POINT_PARAM,
     PARENT_TAG,
+    PREDICTOR_KINDS,
     RECOVER_PARAM,
     SEARCH_METRICS,
     SEARCH_TAG,
@@ -239,6 +240,8 @@ def load_runs(client: MlflowClient, experiment_id: str, config: AnalysisConfig) 
         if key == "sweep":
             wanted = set(accepted) | {str(Path(s).resolve()) for s in accepted}
             keep = frame["sweep"].isin(wanted)
+        elif key == "split":  # runs recorded before data splits evaluated the test split
+            keep = frame["split"].fillna("test").isin(accepted)
         elif key == "model":  # a custom model is recorded as custom:<factory>; `custom` selects them all
             keep = frame["model"].isin(accepted) | frame["model"].str.split(":").str[0].isin(accepted)
         else:
@@ -368,7 +371,7 @@ def _qualifier(key: str, value: object) -> str:
     return str(value) if key == "data" else f"{key} {value}"
 
 
-KIND_ORDER = ("none", "tile", "tile_oracle", "random", "oracle")  # the summary's order; others after
+KIND_ORDER = PREDICTOR_KINDS  # the summary's order; kinds it does not know after
 
 
 def _order(column: pd.Series) -> pd.Series:

@@ -51,7 +51,7 @@ PAPER = {
 METRICS = ("mac_saving", "top1", "top5", "top1_drop", "top5_drop", "sparsity", "zero_window/3")
 PAPER_COLUMNS = ("paper_mac_saving", "paper_top1", "paper_top5", "paper_sparsity", "paper_zero_window/3")
 COLUMNS = (
-    "model", "data", "limit", "seed", "predictor", "window", *METRICS, "best", *PAPER_COLUMNS,
+    "model", "data", "limit", "seed", "split", "predictor", "window", *METRICS, "best", *PAPER_COLUMNS,
     "images", "run_id", "baseline_run_id",
 )  # fmt: skip
 PREDICTOR_COLUMNS = (

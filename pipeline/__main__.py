@@ -10,7 +10,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.config import register
+from pipeline.config import OPERATING_POINTS, register
 from pipeline.errors import Interrupted, PipelineError
 from pipeline.job import HydraJob, _write_result, run
 
@@ -44,6 +44,7 @@ def cli(restore_signals: bool = True) -> int:
     from pipeline.interrupts import stop_on_signals
 
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of Hydra's report
+    OPERATING_POINTS.mkdir(parents=True, exist_ok=True)  # on the config search path (conf/config.yaml)
     _FAILED.clear()
     callbacks.forget()
     # SIGTERM, SIGINT, SIGHUP: Interrupted once; signals during the clean-up do not interrupt it

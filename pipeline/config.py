@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 DEVICES = "auto, cpu, cuda, cuda:N"
-SPLITS = ("test", "train")  # the evaluation images; the training split (never evaluated on)
+OPERATING_POINTS = Path("outputs/conf/operating_point")  # pipeline.search's presets, on the config search path
+SPLITS = ("test", "calibration", "train")  # the evaluation images; the training split's two disjoint parts
 
 
 @dataclass
@@ -37,7 +39,8 @@ class DataConfig:
     """Which images to evaluate (conf/data/*.yaml)."""
 
     name: str = MISSING  # fashion_mnist, imagenet, synthetic
-    split: str = "test"  # test: the evaluation images; train: the training split (calibration, training, recovery)
+    split: str = "test"  # test: the evaluation images; calibration, train: the training split's two parts
+    calibration_images: int = 10000  # the training split's held-out part (searches), spread over it
     root: Optional[str] = None
     train_root: Optional[str] = None  # imagenet: the training images' class folders (split=train)
     limit: Optional[int] = None  # evaluate a fixed subset of N images spread over the classes
@@ -52,6 +55,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ValueError(f"data.split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        if self.calibration_images < 1:
+            raise ValueError(f"data.calibration_images must be >= 1, got {self.calibration_images}")
         if self.limit is not None and self.limit <= 0:
             raise ValueError(f"data.limit must be a positive number of images or null (all), got {self.limit}")
         if self.batch_size <= 0:
@@ -210,9 +215,12 @@ def plain_config(cfg: DictConfig) -> dict[str, Any]:
 
 def validate(cfg: DictConfig) -> PipelineConfig:
     """The composed config as checked dataclasses (raises ValueError on a bad value)."""
-    plain = plain_config(cfg)
-    schema = OmegaConf.merge(OmegaConf.structured(PipelineConfig), plain)
-    return OmegaConf.to_object(schema)  # type: ignore[return-value]
+    return validate_as(cfg, PipelineConfig)
+
+
+def validate_as(cfg: DictConfig, schema: type) -> Any:
+    """The composed config (without Hydra's node) as an object of ``schema`` (ValueError on a bad value)."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), plain_config(cfg)))
 
 
 @dataclass
@@ -229,9 +237,9 @@ class TrainPredictorConfig:
     batch_size: int = 256
     lr: float = 0.01  # Adam
     seed: int = 0
-    miss_mass: float = 0.01  # each layer's default threshold: the largest that loses at most this share of its mass
-    out: Optional[str] = None  # null: outputs/predictors/<model>.pt
-    replace_shipped: bool = False  # write pipeline/checkpoints/predictors/<model>.pt instead
+    miss_mass: float = 0.01  # default threshold: the largest losing at most this share of the predictable cells' mass
+    out: Optional[str] = None  # null: outputs/predictors/<model>-<pattern><window>.pt
+    replace_shipped: bool = False  # write pipeline/checkpoints/predictors/<model>-<pattern><window>.pt instead
     progress: Optional[bool] = None
     threads: Optional[int] = None  # torch threads (null: torch's default)
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="predictor-training"))

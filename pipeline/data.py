@@ -65,8 +65,8 @@ _CACHE: dict[tuple, EvalData] = {}
 def load_eval_data(cfg: DataConfig, seed: int = 0) -> EvalData:
     """The evaluated images of ``cfg`` (its ``split``: test = evaluation, train = calibration and
     training), served from the in-memory cache when already prepared."""
-    key = (cfg.name, cfg.split, cfg.root, cfg.train_root, cfg.limit, tuple(cfg.image_size), cfg.size,
-           cfg.num_classes, seed)  # fmt: skip
+    key = (cfg.name, cfg.split, cfg.root, cfg.train_root, cfg.limit, cfg.calibration_images, tuple(cfg.image_size),
+           cfg.size, cfg.num_classes, seed)  # fmt: skip
     if cfg.cache and key in _CACHE:
         return _CACHE[key]
     if cfg.name == "fashion_mnist":
@@ -91,6 +91,28 @@ def check_limit(limit: int | None, available: int, what: str) -> None:
             f"data.limit={limit} but {what} has only {available} images: use data.limit<={available}, "
             "or data.limit=null for all of them"
         )
+
+
+def split_indices(size: int, cfg: DataConfig, what: str) -> list[int]:
+    """The indices ``cfg`` evaluates among ``size`` images of its split.
+
+    ``test``: ``data.limit`` images spread over the evaluation set. The training split is cut in two
+    disjoint parts: ``calibration``, ``data.calibration_images`` images spread over it (what searches
+    choose on), and ``train``, all the others (what recovery and predictor training fit on), so nothing
+    is fitted on the images its choices are checked on. ``data.limit`` then spreads within the part.
+    """
+    if cfg.split == "test":
+        part = list(range(size))
+    else:
+        held_out = spread_indices(size, min(cfg.calibration_images, size // 2))
+        if cfg.split == "calibration":
+            part = held_out
+        else:
+            taken = set(held_out)
+            part = [i for i in range(size) if i not in taken]
+    label = what if cfg.split == "test" else f"the {cfg.split} part of {what}"
+    check_limit(cfg.limit, len(part), label)
+    return [part[i] for i in spread_indices(len(part), cfg.limit)]
 
 
 def spread_indices(size: int, limit: int | None) -> list[int]:
@@ -188,9 +210,8 @@ def _fashion_mnist(cfg: DataConfig) -> EvalData:
             f"Debian's package (apt-get install dataset-fashion-mnist), or put the files in a folder "
             f"and pass data.root=FOLDER (torchvision's download works where the internet is reachable)."
         )
-    images, labels = read_fashion_mnist(folder, cfg.split)
-    check_limit(cfg.limit, len(labels), f"the Fashion-MNIST {cfg.split} split in {folder}")
-    index = torch.tensor(spread_indices(len(labels), cfg.limit))
+    images, labels = read_fashion_mnist(folder, "test" if cfg.split == "test" else "train")
+    index = torch.tensor(split_indices(len(labels), cfg, f"the Fashion-MNIST {cfg.split} split in {folder}"))
     return EvalData(
         "fashion_mnist",
         len(index),
@@ -231,9 +252,11 @@ def imagenet_transform():
 def _imagenet(cfg: DataConfig) -> EvalData:
     from torchvision.datasets import ImageFolder
 
-    key, folder, what = ("data.root", cfg.root, "validation") if cfg.split == "test" else (
-        "data.train_root", cfg.train_root, "training"
-    )  # fmt: skip
+    key, folder, what = (
+        ("data.root", cfg.root, "validation")
+        if cfg.split == "test"
+        else ("data.train_root", cfg.train_root, "training")
+    )  # fmt: skip (calibration and train are the two parts of the training split)
     hint = (
         f"{key} must be the ILSVRC-2012 {what} set (or a spread subset of it) as class sub-folders, "
         "<root>/<wnid>/*.JPEG (torchvision's ImageFolder layout; class order = torchvision's indices)"
@@ -247,8 +270,7 @@ def _imagenet(cfg: DataConfig) -> EvalData:
         dataset = ImageFolder(str(root), transform=imagenet_transform(), loader=read_image)
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"{key}={root} holds no images in class folders ({exc}). {hint}") from exc
-    check_limit(cfg.limit, len(dataset), f"{key}={root}")
-    index = spread_indices(len(dataset), cfg.limit)
+    index = split_indices(len(dataset), cfg, f"{key}={root}")
     return EvalData(
         "imagenet", len(index), (3, 224, 224), dataset=Subset(dataset, index), num_classes=len(dataset.classes)
     )
@@ -270,10 +292,10 @@ def read_image(path: str):
 
 
 def _synthetic(cfg: DataConfig, seed: int) -> EvalData:
-    """Deterministic standard-normal images and uniform labels from ``seed`` (another stream for the train split)."""
-    check_limit(cfg.limit, cfg.size, "the synthetic set (data.size)")
+    """Deterministic standard-normal images and uniform labels from ``seed``: ``data.size`` of them for
+    the evaluation set, another ``data.size`` (another stream) for the training split."""
     generator = torch.Generator().manual_seed(seed if cfg.split == "test" else seed + 7919)
-    size = cfg.size if cfg.limit is None else cfg.limit
-    images = torch.randn((size, *cfg.image_size), generator=generator)
-    labels = torch.randint(0, cfg.num_classes, (size,), generator=generator)
-    return EvalData("synthetic", size, tuple(cfg.image_size), images, labels, num_classes=cfg.num_classes)
+    index = torch.tensor(split_indices(cfg.size, cfg, "the synthetic set (data.size)"))
+    images = torch.randn((cfg.size, *cfg.image_size), generator=generator)[index]
+    labels = torch.randint(0, cfg.num_classes, (cfg.size,), generator=generator)[index]
+    return EvalData("synthetic", len(index), tuple(cfg.image_size), images, labels, num_classes=cfg.num_classes)

@@ -38,13 +38,17 @@ def predictor_files(model: str | None, predictor: Mapping[str, Any], window: int
     from pipeline.predictors.learned import shipped_path
 
     top = dict(predictor)
-    entries = [top, *({**top, **dict(entry or {})} for entry in (top.get("layers") or {}).values()
-                      if isinstance(entry, Mapping))]  # fmt: skip
+    entries = [top]
+    for entry in (top.get("layers") or {}).values():  # an entry of another kind starts from its defaults
+        if isinstance(entry, Mapping):
+            entry = {k: v for k, v in entry.items() if v is not None}
+            same = entry.get("kind", top.get("kind")) == top.get("kind")
+            entries.append({**top, **entry} if same else {"pattern": "checkerboard", **entry})
     files = []
     for entry in entries:
         if entry.get("kind") != "learned":
             continue
-        explicit = entry.get("checkpoint") if entry is top else top.get("checkpoint")
+        explicit = entry.get("checkpoint") if entry.get("kind") == top.get("kind") else None
         path = Path(explicit) if explicit else shipped_path(str(model), str(entry.get("pattern", "checkerboard")),
                                                               int(entry.get("window") or window))  # fmt: skip
         if path not in files:

@@ -41,7 +41,9 @@ class Probe(nn.Module):
 
     def forward(self, activation: Tensor) -> Tensor:
         if not self.measuring:
-            return predict(activation, self.predictor, first_image=self.images)
+            output = predict(activation, self.predictor, first_image=self.images)
+            self.images += activation.shape[0]  # the next batch's draws (random kind) are new ones too
+            return output
         result = measure(activation, self.predictor, first_image=self.images)
         self.total = result.counts if self.total is None else self.total + result.counts
         self.masses = result.masses if self.masses is None else self.masses + result.masses

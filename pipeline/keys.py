@@ -24,6 +24,9 @@ OWNER_START = "owner.start"  # the PID's start time in clock ticks after boot (L
 HEARTBEAT = "owner.heartbeat"  # ms since the epoch
 CLOSED_TAG = "owner.closed"  # why a stale run was closed
 
+# the predictor kinds (pipeline.predictors registers them; tests/test_prediction.py checks the two agree)
+PREDICTOR_KINDS = ("none", "tile", "tile_oracle", "random", "oracle", "learned")
+
 # params ------------------------------------------------------------------------------------------
 # The swept keys by their short names; ``predictor`` is the kind, ``predictor.<field>`` its parameters
 # (``predictor.layers``: the per-layer table as compact JSON, ``{}`` when there is none).

@@ -42,7 +42,8 @@ def check(recover: RecoverConfig, model: nn.Module, model_name: str) -> None:
 
 
 def training_data(data: DataConfig, images: int | None, seed: int):
-    """Images and labels spread over the training split of ``data`` (never its evaluation images)."""
+    """Images and labels spread over the training split's fitting part (``data.split=train``): never its
+    evaluation images, nor the calibration images searches check their choices on."""
     from pipeline.data import DataError, load_eval_data
 
     config = DataConfig(**{**vars(data), "split": "train", "limit": images})
@@ -83,15 +84,16 @@ def recover(
 def _batchnorm(net, model, recover: BatchNormRecoverConfig, data: DataConfig, seed: int, device) -> dict[str, float]:
     calibration = training_data(data, recover.images, seed)
     model.eval()
-    for module in batchnorms(model):
+    momenta = {module: module.momentum for module in batchnorms(model)}
+    for module in momenta:
         module.reset_running_stats()
         module.momentum = None  # cumulative: the plain average over the pass
         module.train()
     with torch.no_grad():
         for images, _ in calibration.batches(recover.batch_size):
             net(images.to(device))
-    for module in batchnorms(model):
-        module.momentum = 0.1
+    for module, momentum in momenta.items():
+        module.momentum = momentum
     return {"recover/images": calibration.size}
 
 

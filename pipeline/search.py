@@ -2,9 +2,10 @@
 
     python -m pipeline.search model=alexnet_fmnist search.budget=0.5
 
-Every choice is made on a *calibration* set spread over the training split; the evaluation images
-are read once, at the end, to evaluate what was chosen. Steps, each evaluation an ordinary tracked
-job run (``pipeline.job.run``) under one parent run of the search:
+Every choice is made on a *calibration* set: ``search.calibration`` images of the training split's
+held-out part (``data.split=calibration``, disjoint from the part recovery and predictor training fit
+on); the evaluation images are read once, at the end, to evaluate what was chosen. Steps, each
+evaluation an ordinary tracked job run (``pipeline.job.run``) under one parent run of the search:
 
 1. the baseline on calibration (nothing predicted);
 2. for every layer and every candidate setting (``search.candidates``: kinds, windows, patterns,
@@ -26,11 +27,11 @@ an artifact of the parent run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import SearchAppConfig, plain_config, register
+from pipeline.config import OPERATING_POINTS, SearchAppConfig, plain_config, register, validate_as
 from pipeline.job import HydraJob, PipelineError
 from pipeline.job import run as run_job
 from pipeline.keys import SEARCH_TAG
@@ -81,6 +82,7 @@ def job_config(cfg: DictConfig, predictor: dict[str, Any], split: str, limit: in
     """A pipeline job's config from the search's: its model, data, seed, tracking; the given predictor."""
     plain = plain_config(cfg)
     search = plain.pop("search")
+    plain.pop("hydra", None)
     plain.pop("operating_point", None)
     plain["predictor"] = predictor
     plain["window"] = 1
@@ -100,26 +102,48 @@ class Search:
 
         self.cfg, self.config, self.search = cfg, config, config.search
         self.tracker = Tracker(config.tracking)
-        self.key = f"search:{config.model.name}:b{self.search.budget:g}:n{self.search.calibration}:s{config.seed}"
-        self.name = self.search.name or f"{config.model.name}-b{self.search.budget:g}"
+        candidates = hashlib.sha256(json.dumps(self.search.candidates, sort_keys=True).encode()).hexdigest()[:8]
+        recover = config.recover.kind
+        self.key = (f"search:{config.model.name}:b{self.search.budget:g}:n{self.search.calibration}:s{config.seed}"
+                    f":r{recover}:c{candidates}:m{int(self.search.measure_recover)}")  # fmt: skip
+        self.name = self.search.name or f"{config.model.name}-b{self.search.budget:g}" + (
+            f"-{recover}" if recover != "none" else ""
+        )
         tags = {SEARCH_TAG: "true", "model": config.model.name, "operating_point": self.name,
                 "budget": f"{self.search.budget:g}", "calibration": str(self.search.calibration)}  # fmt: skip
         self.parent = self.tracker.start_parent(self.key, f"search {self.name}", tags)
         self.evaluations = 0
 
-    def evaluate(self, predictor: dict[str, Any], split: str = "train", recover: bool = True,
+    def evaluate(self, predictor: dict[str, Any], split: str = "calibration", recover: bool = True,
                  layer: str = "all", point: bool = False) -> Evaluation:  # fmt: skip
         """One tracked evaluation; ``point``: it is the operating point (its run names the preset)."""
-        limit = self.search.calibration if split == "train" else None
+        limit = self.search.calibration if split == "calibration" else self.config.data.limit
         cfg = job_config(self.cfg, predictor, split, limit, recover, layer)
         if point:
             cfg.operating_point = {"name": self.name, "model": self.config.model.name, "budget": self.search.budget}
-        try:
-            result = run_job(cfg, HydraJob(sweep=self.key, number=self.evaluations))
-        except PipelineError as exc:
-            raise SearchError(str(exc)) from None
+        for _attempt in range(2):
+            try:
+                result = run_job(cfg, HydraJob(sweep=self.key, number=self.evaluations))
+            except PipelineError as exc:
+                raise SearchError(str(exc)) from None
+            if self.wait(result.run_id):
+                break
+        else:
+            raise SearchError(
+                f"run {result.run_id} did not finish twice: look at it in MLflow, then rerun the search"
+            )
         self.evaluations += 1
         return self.read(result.run_id)
+
+    def wait(self, run_id: str, poll_s: float = 5.0) -> bool:
+        """Whether ``run_id`` ended FINISHED, waiting while another process still evaluates it."""
+        said = False
+        while (status := self.tracker.client.get_run(run_id).info.status) == "RUNNING":
+            if not said:
+                print(f"[search {self.name}] waiting for run {run_id}: another process evaluates it", flush=True)
+                said = True
+            time.sleep(poll_s)
+        return status == "FINISHED"
 
     def read(self, run_id: str) -> Evaluation:
         run = self.tracker.client.get_run(run_id)
@@ -181,12 +205,15 @@ def run(cfg: DictConfig) -> SearchResult:
     started = time.perf_counter()
     session = Search(cfg, config)
     say = lambda text: print(f"[search {session.name}] {text}", flush=True)  # noqa: E731
-    say(f"budget {search.budget:g} top-1 points on {search.calibration} calibration images (training split)")
+    say(
+        f"budget {search.budget:g} top-1 points on {search.calibration} calibration images (the training "
+        "split's held-out part)"
+    )
     base = session.evaluate({"kind": "none"}, recover=False)
     allowed = math.floor(search.budget / 100 * base.images + 1e-9)
     say(f"baseline on calibration: top-1 {100 * base.top1:.2f} %; the budget is {allowed} images")
 
-    layers = layer_names(session, base.run_id)
+    layers = layer_names(config)
     measured: dict[str, list[tuple[dict, Evaluation]]] = {name: [] for name in layers}
     total = len(layers) * len(search.candidates)
     for index, name in enumerate(layers):
@@ -242,17 +269,18 @@ def operating_predictor(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"kind": "none", "layers": {name: dict(entry) for name, entry in table.items() if entry["kind"] != "none"}}
 
 
-def layer_names(session: Search, run_id: str) -> list[str]:
-    import csv
+def layer_names(config: SearchAppConfig) -> list[str]:
+    """The model's predictable layers, in index order."""
+    from pipeline.layers import discover_layers
+    from pipeline.models import build_model
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = session.tracker.client.download_artifacts(run_id, "layers.csv", folder)
-        with open(path, newline="") as handle:
-            return [row["name"] for row in sorted(csv.DictReader(handle), key=lambda r: int(r["index"]))]
+    return [layer.name for layer in discover_layers(build_model(config.model))]
 
 
 def destination(config: SearchAppConfig, name: str) -> Path:
-    return Path(config.search.out) if config.search.out else Path("outputs/operating_points") / f"{name}.yaml"
+    """search.out, or outputs/conf/operating_point/<name>.yaml: on conf/config.yaml's search path, so
+    ``operating_point=<name>`` finds it."""
+    return Path(config.search.out) if config.search.out else OPERATING_POINTS / f"{name}.yaml"
 
 
 def preset(result: SearchResult, config: SearchAppConfig) -> str:
@@ -326,10 +354,8 @@ def summary(result: SearchResult, seconds: float) -> str:
 
 
 def validate(cfg: DictConfig) -> SearchAppConfig:
-    keys = [key for key in cfg if key != "hydra"]
-    plain = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True, enum_to_str=True)
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SearchAppConfig), plain))
+        return validate_as(cfg, SearchAppConfig)
     except ValueError as exc:
         raise SearchError(str(exc)) from None
 

@@ -8,7 +8,8 @@ every non-pattern cell set to 0 and learns, without labels, to score each non-pa
 where the cell is > 0 and 0 where it is 0 (mean squared error, Adam; all layers at once, each on its
 own layer). A last pass over the training images re-estimates the score networks' BatchNorm
 statistics. On held-out training-split images each layer's default threshold is the largest (on a
-grid) whose predictions lose at most ``miss_mass`` of the layer's activation mass, and the hit/miss
+grid) whose predictions lose at most ``miss_mass`` of the activation mass of the cells it may
+predict (the non-pattern cells), and the hit/miss
 at every grid threshold is logged. Seeded; nothing reads the evaluation images. The checkpoint
 loads with ``weights_only=True``; the run, with its loss curves, is tracked in MLflow.
 """
@@ -24,13 +25,14 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from pipeline.config import DataConfig, TrainPredictorConfig, register
+from pipeline.config import DataConfig, TrainPredictorConfig, register, validate_as
 from pipeline.layers import PredictableLayer, capture
-from pipeline.predictors.learned import FORMAT, ScoreNet, basis_map, shipped_path
+from pipeline.predictors.learned import FORMAT, ScoreNet, shipped_path
+from pipeline.predictors.tiles import basis_map
 
 register()
 GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))  # thresholds 0.05 .. 0.95
@@ -54,10 +56,8 @@ class LayerScores:
 
 
 def validate(cfg: DictConfig) -> TrainPredictorConfig:
-    keys = [key for key in cfg if key != "hydra"]
-    plain = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainPredictorConfig), plain))
+        return validate_as(cfg, TrainPredictorConfig)
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
 
@@ -75,7 +75,7 @@ def training_images(config: TrainPredictorConfig) -> tuple[Tensor, Tensor]:
     if len(images) < 2:
         raise TrainingError(f"the training split of {config.data.name} has {len(images)} image(s): too few to train")
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed))
-    holdout = min(config.holdout, len(images) // 10 or 1)
+    holdout = min(config.holdout, len(images) - 1)
     return images[order[holdout:]], images[order[:holdout]]
 
 
@@ -126,6 +126,7 @@ def train(config: TrainPredictorConfig, model: nn.Module) -> tuple[list[Predicta
                 bar.set_postfix(loss=f"{float(torch.stack(losses).detach().mean()):.4f}")
     reestimate_batchnorm(nets, layers, outputs, images, config)
     record = {"history": history, "seconds": time.perf_counter() - started, "steps": steps,
+              "images": len(images), "holdout": len(holdout),
               "scores": holdout_scores(nets, layers, outputs, holdout, config)}  # fmt: skip
     return layers, nets, record
 
@@ -179,8 +180,8 @@ def holdout_scores(nets: nn.ModuleDict, layers, outputs, holdout: Tensor, config
 
 
 def default_threshold(scores: LayerScores, miss_mass: float) -> float:
-    """The largest grid threshold whose predictions lose at most ``miss_mass`` of the layer's mass
-    (-inf, predicting nothing, when even the smallest loses more)."""
+    """The largest grid threshold whose predictions lose at most ``miss_mass`` of the mass of the cells
+    it may predict (-inf, predicting nothing, when even the smallest loses more)."""
     allowed = [t for t, lost in zip(GRID, scores.lost.tolist(), strict=True) if lost <= miss_mass * scores.mass]
     return max(allowed, default=float("-inf"))
 

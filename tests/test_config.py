@@ -99,6 +99,26 @@ def test_default_data_builds_and_limit_spreads_over_all_classes():
     assert sorted(set(data.labels.tolist())) == list(range(10))
 
 
+def test_the_training_split_is_cut_in_two_disjoint_parts_by_hand():
+    from pipeline.config import DataConfig
+    from pipeline.data import split_indices
+
+    def part(split, **keys):
+        return split_indices(12, DataConfig(name="x", split=split, calibration_images=3, **keys), "x")
+
+    assert part("calibration") == [0, 4, 8]  # 3 spread over 12
+    assert part("train") == [1, 2, 3, 5, 6, 7, 9, 10, 11]  # every other one
+    assert part("train", limit=4) == [1, 3, 6, 9]  # spread within the part: indices 0, 2, 4, 6 of it
+    assert part("test", limit=4) == [0, 3, 6, 9]
+    full = DataConfig(name="x", split="calibration")
+    assert (
+        len(
+            set(split_indices(60000, full, "x")) & set(split_indices(60000, DataConfig(name="x", split="train"), "x"))
+        )
+        == 0
+    )
+
+
 def test_spread_indices_by_hand():
     assert spread_indices(10, 5) == [0, 2, 4, 6, 8]
     assert spread_indices(7, 3) == [0, 2, 4]  # floor(i * 7 / 3)

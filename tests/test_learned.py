@@ -11,7 +11,8 @@ from pipeline.counts import measure
 from pipeline.layers import PredictableLayer, conv_macs_per_act
 from pipeline.models import build_model
 from pipeline.predictors import LayerInput, make_predictor
-from pipeline.predictors.learned import FORMAT, ScoreNet, basis_map, load_checkpoint
+from pipeline.predictors.learned import FORMAT, ScoreNet, load_checkpoint
+from pipeline.predictors.tiles import basis_map
 from pipeline.train_predictor import checkpoint, default_threshold, train
 
 LAYER = PredictableLayer(0, "conv", ("conv",), 27, "relu", channels=4)

@@ -25,7 +25,7 @@ def twin(name: str):
 @pytest.fixture
 def train_split_only(tmp_path, monkeypatch):
     """A data root holding only Fashion-MNIST's training files, and no system copy to fall back on:
-    anything that reads an evaluation image fails."""
+    anything that reads an evaluation image fails (recovery reads the training split's train part)."""
     root = tmp_path / "train-only"
     root.mkdir()
     for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
@@ -36,9 +36,25 @@ def train_split_only(tmp_path, monkeypatch):
     data_module._CACHE.clear()
 
 
+def bn_statistics(window: int, data: DataConfig) -> dict[str, torch.Tensor]:
+    model = twin("resnet18_fmnist")
+    net = InstrumentedModel(model, uniform("tile", window=window))
+    recover(net, model, BatchNormRecoverConfig(images=300, batch_size=100), data, 0, CPU)
+    return {k: v for k, v in model.state_dict().items() if k.endswith("running_mean")}
+
+
+def test_bn_recovery_sees_the_predicted_activations(train_split_only):
+    # the prediction is active during the pass: the statistics differ from those without prediction
+    predicted, plain = bn_statistics(3, train_split_only), bn_statistics(1, train_split_only)
+    first = "bn1.running_mean"  # before any prediction: the same
+    assert torch.equal(predicted[first], plain[first])
+    assert not torch.equal(predicted["layer1.0.bn2.running_mean"], plain["layer1.0.bn2.running_mean"])
+
+
 def test_bn_recovery_reestimates_batchnorm_statistics_only_on_training_images(train_split_only):
     model = twin("resnet18_fmnist")
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    momenta = [m.momentum for m in batchnorms(model)]
     net = InstrumentedModel(model, uniform("tile", window=3))
     logged = recover(net, model, BatchNormRecoverConfig(images=300, batch_size=100), train_split_only, 0, CPU)
     assert logged["recover/images"] == 300
@@ -46,7 +62,7 @@ def test_bn_recovery_reestimates_batchnorm_statistics_only_on_training_images(tr
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     statistics = {k for k in before if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
     assert changed and changed <= statistics  # only BatchNorm statistics move; no weight does
-    assert all(m.momentum == 0.1 for m in batchnorms(model)) and not model.training
+    assert [m.momentum for m in batchnorms(model)] == momenta and not model.training
     assert net.forwards == 0 and all(p.total is None for p in net.probes)  # the recovery pass is not counted
     with pytest.raises(data_module.DataError):  # and the evaluation images were indeed out of reach
         data_module.load_eval_data(train_split_only)

@@ -92,11 +92,12 @@ def top_plan(predictor: PredictorConfig, window: int) -> Plan:
 
 
 def entry_plan(predictor: PredictorConfig, window: int, entry: LayerSetting, where: str) -> Plan:
-    """The plan of one per-layer entry: the entry's keys over the run's predictor (or kind defaults)."""
+    """The plan of one per-layer entry: the entry's keys over the run's predictor when the entry keeps
+    its kind, over the entry kind's defaults when it names another."""
     kind = entry.kind or predictor.kind
     cls = kind_class(kind)
     own = parameters(cls.Config)
-    values = {name: getattr(predictor, name) for name in own if hasattr(predictor, name)}
+    values = {name: getattr(predictor, name) for name in own} if kind == predictor.kind else {}
     for name in ("pattern", "threshold"):
         value = getattr(entry, name)
         if value is None:

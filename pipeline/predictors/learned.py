@@ -24,9 +24,9 @@ from torch import Tensor, nn
 
 from pipeline.layers import PredictableLayer
 from pipeline.predictors.base import BuildContext, LayerInput, Plan, PredictorConfig, register
-from pipeline.predictors.patterns import Pattern, pattern_mask
+from pipeline.predictors.patterns import Pattern
 from pipeline.predictors.tile import TileRule
-from pipeline.predictors.tiles import tile_grid
+from pipeline.predictors.tiles import basis_map
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "predictors"
 FORMAT = "cnp-learned-predictor/1"
@@ -65,12 +65,6 @@ class ScoreNet(nn.Module):
         """Two depthwise k x k convs over every cell: output cells * k * k per conv."""
         n, c, h, w = shape
         return 2 * n * c * h * w * KERNEL * KERNEL
-
-
-def basis_map(pattern: str, window: int, h: int, w: int, device: torch.device | str = "cpu") -> Tensor:
-    """(H, W) bool: the pattern cells of a map cut into k x k tiles (the cells computed first)."""
-    th, tw = tile_grid(h, w, window)
-    return pattern_mask(pattern, window).to(device).repeat(th, tw)[:h, :w]
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

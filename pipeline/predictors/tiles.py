@@ -55,10 +55,16 @@ def fire_where_all(ok: Tensor, k: int, pattern: str, required: Tensor | None) ->
     return fire & has_pattern_cell(h, w, k, pattern, ok.device)
 
 
+def basis_map(pattern: str, k: int, h: int, w: int, device: torch.device | str = "cpu") -> Tensor:
+    """(H, W) bool: the pattern cells of an H x W map cut into k x k tiles (the cells computed first)."""
+    th, tw = tile_grid(h, w, k)
+    return pattern_mask(pattern, k).to(device).repeat(th, tw)[:h, :w]
+
+
 def cell_masks(fire: Tensor, k: int, pattern: str, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
     """Per-cell (basis, predicted) of firing tiles: their in-bounds pattern cells and the others."""
     n, c, h, w = shape
     th, tw = fire.shape[-2:]
     cells = fire[:, :, :, None, :, None].expand(n, c, th, k, tw, k).reshape(n, c, th * k, tw * k)[:, :, :h, :w]
-    basis = pattern_mask(pattern, k).to(fire.device).repeat(th, tw)[:h, :w]  # (H, W)
+    basis = basis_map(pattern, k, h, w, fire.device)
     return cells & basis, cells & ~basis
