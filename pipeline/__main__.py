@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import OPERATING_POINTS, register
-from pipeline.errors import Interrupted, PipelineError
+from pipeline.errors import Interrupted, PipelineError, composition_error
 from pipeline.job import HydraJob, _write_result, run
 
 register()
@@ -60,9 +60,7 @@ def cli(restore_signals: bool = True) -> int:
             return 2
         except (HydraException, OmegaConfBaseException) as exc:  # bad overrides or config values
             callbacks.close_open(None)
-            cause = exc.__cause__
-            detail = f": {str(cause).strip()}" if cause is not None and str(cause) not in str(exc) else ""
-            print(f"error: {str(exc).strip()}{detail}", file=sys.stderr, flush=True)
+            print(composition_error(exc), file=sys.stderr, flush=True)
             return 2
         except Exception:  # a bug: keep the traceback
             callbacks.close_open(None)

@@ -41,6 +41,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import OPERATING_POINTS, SearchAppConfig, plain_config, register, validate_as
+from pipeline.errors import OneLineErrors
 from pipeline.job import HydraJob, PipelineError
 from pipeline.job import run as run_job
 from pipeline.keys import SEARCH_TAG
@@ -360,27 +361,17 @@ def validate(cfg: DictConfig) -> SearchAppConfig:
         raise SearchError(str(exc)) from None
 
 
+REPORT = OneLineErrors(SearchError)
+
+
 @hydra.main(config_path="../conf", config_name="search", version_base="1.3")
+@REPORT.task
 def main(cfg: DictConfig) -> float:
     return run(cfg).calibration["net_mac_saving"]  # the objective, for whoever drives the search
 
 
 def cli() -> int:
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        main()
-    except SearchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (HydraException, OmegaConfBaseException) as exc:
-        cause = exc.__cause__
-        detail = f": {str(cause).strip()}" if cause is not None and str(cause) not in str(exc) else ""
-        print(f"error: {str(exc).strip()}{detail}", file=sys.stderr)
-        return 2
-    return 0
+    return REPORT.run(main)
 
 
 if __name__ == "__main__":

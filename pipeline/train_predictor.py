@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from pipeline.config import DataConfig, TrainPredictorConfig, register, validate_as
+from pipeline.errors import OneLineErrors
 from pipeline.layers import PredictableLayer, capture
 from pipeline.predictors.learned import FORMAT, ScoreNet, shipped_path
 from pipeline.predictors.tiles import basis_map
@@ -272,27 +273,17 @@ def run(cfg: DictConfig) -> Path:
     return path
 
 
+REPORT = OneLineErrors(TrainingError)
+
+
 @hydra.main(config_path="../conf", config_name="train_predictor", version_base="1.3")
+@REPORT.task
 def main(cfg: DictConfig) -> None:
     run(cfg)
 
 
 def cli() -> int:
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        main()
-    except TrainingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (HydraException, OmegaConfBaseException) as exc:
-        cause = exc.__cause__
-        detail = f": {str(cause).strip()}" if cause is not None and str(cause) not in str(exc) else ""
-        print(f"error: {str(exc).strip()}{detail}", file=sys.stderr)
-        return 2
-    return 0
+    return REPORT.run(main)
 
 
 if __name__ == "__main__":

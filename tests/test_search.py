@@ -115,3 +115,22 @@ def test_the_result_is_an_operating_point_preset_the_pipeline_runs(searched, tmp
         assert {n: {k: getattr(v, "value", v) for k, v in e.items()} for n, e in applied.items()} == expected
         with pytest.raises(ValueError, match="was found for model alexnet_fmnist, not vgg16_fmnist"):
             validate(compose("config", overrides=["model=vgg16_fmnist", "operating_point=tiny"]))
+
+
+@pytest.mark.parametrize(
+    ("module", "override", "message"),
+    [
+        ("pipeline.search", "search.budget=-1", "search.budget must be >= 0"),
+        ("pipeline.search", "search.candidates=[]", "search.candidates is empty"),
+        ("pipeline.train_predictor", "window=1", "window must be >= 2"),
+        ("pipeline.train_predictor", "pattern=spiral", "pattern must be one of"),
+    ],
+)
+def test_bad_input_of_the_search_and_the_trainer_is_one_error_line(tmp_path, module, override, message):
+    from tests.cli import run_pipeline
+
+    result = run_pipeline(tmp_path, override, module=module)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Error executing job" not in result.stderr and "Traceback" not in result.stderr
