@@ -221,8 +221,8 @@ def test_measure_on_a_wide_map(window: int, path: str) -> None:
     assert torch.equal(output, expected_output)
 
 
-def test_measure_with_a_window_beyond_the_kernel() -> None:
-    # k = 65 > 64 takes the torch path; one tile covers the whole 66 x 70 map but the last row/column
+def test_measure_with_a_large_window(path: str) -> None:
+    # k = 65: one tile covers the whole 66 x 70 map but the last row/column
     activation = random_activation((1, 1, 66, 70), seed=4, blocks=0)
     activation[0, 0].diagonal().zero_()  # every diagonal cell of tile (0, 0) is zero: it fires
     expected, expected_output = brute_force(activation, 65)
@@ -309,3 +309,16 @@ def test_miss_mass_predictor_cost_and_net_saving_by_hand() -> None:
     assert metrics["net_mac_saving"] == pytest.approx((1025 - 300) / 10_000)
     one = rate_metrics([first], conv_macs=10_000)  # a layer alone keeps the model's denominator
     assert one["net_mac_saving"] == pytest.approx((225 - 300) / 10_000)  # a predictor can cost more than it saves
+
+
+def test_a_window_past_the_map_pads_nothing() -> None:
+    # the torch reference pools tiles in place: a 2000-wide window on 7 x 7 maps costs the map, not
+    # 2000 x 2000 cells per map (2,048 maps here: 8 GB if tiles were padded); and it measures what one
+    # tile of the whole map measures (k = 7, the diagonal)
+    activation = random_activation((32, 64, 7, 7), seed=6)
+    big, exact = (
+        measure_torch(activation.clone(), make_predictor("tile", 2000)),
+        measure_torch(activation.clone(), make_predictor("tile", 7)),
+    )
+    assert big.counts.tolist() == exact.counts.tolist()
+    assert torch.equal(big.output, exact.output)

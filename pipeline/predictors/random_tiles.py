@@ -48,7 +48,7 @@ class RandomTiles(TileRule):
         n, c, h, w = x.activation.shape
         k = self.window
         th, tw = tile_grid(h, w, k)
-        budget = fire_where_all(x.zero, k, self.pattern_name, self.pattern).sum((2, 3))  # (N, C) tiles per map
+        budget = fire_where_all(x.zero, k, self.pattern_name, pattern_only=True).sum((2, 3))  # (N, C) tiles per map
         eligible = has_pattern_cell(h, w, k, self.pattern_name, torch.device("cpu")).flatten()  # (T,)
         keys = torch.empty((n, c, th * tw))  # uniform keys; ineligible tiles sort last
         for i in range(n):

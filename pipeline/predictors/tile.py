@@ -18,8 +18,6 @@ from pipeline.predictors.base import BuildContext, KernelSpec, LayerInput, Plan,
 from pipeline.predictors.patterns import Pattern, pattern_mask
 from pipeline.predictors.tiles import cell_masks, fire_where_all
 
-KERNEL_MAX_WINDOW = 64  # larger tiles take the torch path
-
 
 @dataclass
 class TileConfig(PredictorConfig):
@@ -71,9 +69,7 @@ class TilePredictor(TileRule):
 
     def fire(self, x: LayerInput) -> Tensor:
         ok = x.zero if self.threshold == 0 else x.activation <= self.threshold  # ReLU outputs are >= 0
-        return fire_where_all(ok, self.window, self.pattern_name, self.pattern)
+        return fire_where_all(ok, self.window, self.pattern_name, pattern_only=True)
 
-    def kernel_spec(self) -> KernelSpec | None:
-        if self.window > KERNEL_MAX_WINDOW:
-            return None
+    def kernel_spec(self) -> KernelSpec:
         return KernelSpec(1, self.window, self.kernel_pattern(), self.threshold)

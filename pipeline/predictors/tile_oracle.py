@@ -12,7 +12,7 @@ from torch import Tensor
 
 from pipeline.predictors.base import KernelSpec, LayerInput, PredictorConfig, register
 from pipeline.predictors.patterns import Pattern
-from pipeline.predictors.tile import KERNEL_MAX_WINDOW, TileRule
+from pipeline.predictors.tile import TileRule
 from pipeline.predictors.tiles import fire_where_all
 
 
@@ -27,9 +27,7 @@ class TileOracle(TileRule):
     """Fires when the whole in-bounds tile is zero: pred_miss = 0."""
 
     def fire(self, x: LayerInput) -> Tensor:
-        return fire_where_all(x.zero, self.window, self.pattern_name, None)
+        return fire_where_all(x.zero, self.window, self.pattern_name, pattern_only=False)
 
-    def kernel_spec(self) -> KernelSpec | None:
-        if self.window > KERNEL_MAX_WINDOW:
-            return None
+    def kernel_spec(self) -> KernelSpec:
         return KernelSpec(2, self.window, self.kernel_pattern(), 0.0)

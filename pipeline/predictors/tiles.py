@@ -1,8 +1,8 @@
 """Cutting channel maps into k x k tiles (contract sections 3.1 and 7), shared by the tile kinds.
 
-Tiles are non-overlapping, start at (0, 0) and are cut by the map border: padded cells are never
-counted and never block a tile from firing, and a tile with no in-bounds pattern cell never fires.
-These are the pure-torch reference functions; the fused CPU kernel must agree with them.
+Tiles are non-overlapping, start at (0, 0) and are cut by the map border: cells outside the map are
+never counted and never block a tile from firing, and a tile with no in-bounds pattern cell never
+fires. These are the pure-torch reference functions; the fused CPU kernel must agree with them.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import math
 from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from pipeline.predictors.patterns import pattern_mask
@@ -19,17 +20,6 @@ from pipeline.predictors.patterns import pattern_mask
 def tile_grid(h: int, w: int, k: int) -> tuple[int, int]:
     """Tiles per column and per row: (ceil(H/k), ceil(W/k))."""
     return math.ceil(h / k), math.ceil(w / k)
-
-
-def as_tiles(cells: Tensor, k: int, fill: bool) -> Tensor:
-    """(N, C, H, W) bool -> (N, C, th, k, tw, k), padded with ``fill`` to a multiple of k."""
-    n, c, h, w = cells.shape
-    th, tw = tile_grid(h, w, k)
-    if (th * k, tw * k) != (h, w):
-        padded = cells.new_full((n, c, th * k, tw * k), fill)
-        padded[:, :, :h, :w] = cells
-        cells = padded
-    return cells.view(n, c, th, k, tw, k)
 
 
 @lru_cache(maxsize=256)
@@ -41,18 +31,21 @@ def has_pattern_cell(h: int, w: int, k: int, pattern: str, device: torch.device)
     return basis.any(3).any(1).to(device)
 
 
-def fire_where_all(ok: Tensor, k: int, pattern: str, required: Tensor | None) -> Tensor:
-    """Which tiles fire: every in-bounds ``required`` cell is ``ok``, and the tile has a pattern cell.
+def fire_where_all(ok: Tensor, k: int, pattern: str, pattern_only: bool) -> Tensor:
+    """Which tiles fire: every in-bounds cell that counts is ``ok``, and the tile has a pattern cell.
 
-    ``ok``: (N, C, H, W) bool. ``required``: (k, k) bool cells that must be ok (None: every cell).
-    Returns (N, C, th, tw) bool.
+    ``ok``: (N, C, H, W) bool. ``pattern_only``: only the pattern cells count (the tile rule); else
+    every cell of the tile does (the tile oracle). Returns (N, C, th, tw) bool. Tiles are pooled with
+    ``ceil_mode``, so border tiles are cut by the map and nothing is padded (memory stays that of the
+    map, whatever k).
     """
     n, c, h, w = ok.shape
-    tiles = as_tiles(ok, k, fill=True)  # out-of-bounds cells never block
-    if required is not None:
-        tiles = tiles | ~required.to(ok.device)[None, None, None, :, None, :]
-    fire = tiles.all(5).all(3)  # (N, C, th, k, tw, k) -> (N, C, th, tw)
-    return fire & has_pattern_cell(h, w, k, pattern, ok.device)
+    blocked = ~ok
+    if pattern_only:
+        blocked = blocked & basis_map(pattern, k, h, w, ok.device)
+    size = (min(k, h), min(k, w))  # k past the map: the map is one tile along that side
+    any_blocked = F.max_pool2d(blocked.to(torch.float32), size, stride=size, ceil_mode=True)  # (N, C, th, tw)
+    return (any_blocked == 0) & has_pattern_cell(h, w, k, pattern, ok.device)
 
 
 def basis_map(pattern: str, k: int, h: int, w: int, device: torch.device | str = "cpu") -> Tensor:
@@ -64,7 +57,8 @@ def basis_map(pattern: str, k: int, h: int, w: int, device: torch.device | str =
 def cell_masks(fire: Tensor, k: int, pattern: str, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
     """Per-cell (basis, predicted) of firing tiles: their in-bounds pattern cells and the others."""
     n, c, h, w = shape
-    th, tw = fire.shape[-2:]
-    cells = fire[:, :, :, None, :, None].expand(n, c, th, k, tw, k).reshape(n, c, th * k, tw * k)[:, :, :h, :w]
+    rows = torch.arange(h, device=fire.device) // k  # each cell's tile
+    cols = torch.arange(w, device=fire.device) // k
+    cells = fire[:, :, rows][:, :, :, cols]  # (N, C, th, tw) -> (N, C, H, W)
     basis = basis_map(pattern, k, h, w, fire.device)
     return cells & basis, cells & ~basis
