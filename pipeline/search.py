@@ -200,11 +200,26 @@ def solve(measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation, 
 
 
 def run(cfg: DictConfig) -> SearchResult:
-    """The whole search; returns the operating point and its numbers."""
+    """The whole search; returns the operating point and its numbers. Its parent run ends FINISHED
+    with the result, FAILED on an error and KILLED on an interruption."""
+    from pipeline.errors import Interrupted
+
     config = validate(cfg)
-    search = config.search
-    started = time.perf_counter()
     session = Search(cfg, config)
+    try:
+        return search_within_budget(session)
+    except (KeyboardInterrupt, Interrupted):
+        session.tracker.end(session.parent, "KILLED")
+        raise
+    except BaseException:
+        session.tracker.end(session.parent, "FAILED")
+        raise
+
+
+def search_within_budget(session: Search) -> SearchResult:
+    """Steps 1-5 of the module docstring."""
+    config, search = session.config, session.config.search
+    started = time.perf_counter()
     say = lambda text: print(f"[search {session.name}] {text}", flush=True)  # noqa: E731
     say(
         f"budget {search.budget:g} top-1 points on {search.calibration} calibration images (the training "

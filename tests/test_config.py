@@ -192,3 +192,24 @@ def test_every_predictor_config_composes_and_builds_per_layer(kind):
 def test_layer_index_from_the_command_line_is_a_string_key():
     assert validate(composed("layer=3")).layer == "3"
     assert OmegaConf.select(composed(), "layer") == "all"
+
+
+OPERATING_POINTS = sorted(p.stem for p in (CONF / "operating_point").glob("*.yaml"))
+
+
+def test_the_three_shipped_operating_points_are_there():
+    assert {"alexnet_fmnist", "vgg16_fmnist", "resnet18_fmnist"} <= set(OPERATING_POINTS)
+
+
+@pytest.mark.parametrize("name", OPERATING_POINTS)
+def test_every_shipped_operating_point_runs_as_a_config_of_its_model(name):
+    from pipeline.layers import resolve_scope
+    from pipeline.predictors import BuildContext, build_predictors, resolve_plans
+
+    model = OmegaConf.load(CONF / "operating_point" / f"{name}.yaml").operating_point.model
+    cfg = validate(composed(f"model={model}", f"operating_point={name}"))  # no other key
+    assert cfg.operating_point.name == name and cfg.predictor.kind == "none" and cfg.predictor.layers
+    layers = discover_layers(build_model(cfg.model))
+    plans = resolve_plans(cfg.predictor, cfg.window, layers, resolve_scope(layers, "all"))
+    predictors = build_predictors(plans, layers, BuildContext(model=model))
+    assert any(not p.predicts_nothing for p in predictors)
