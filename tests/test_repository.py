@@ -82,3 +82,19 @@ def test_every_link_resolves_inside_the_repository(page):
         assert target.is_relative_to(REPO.resolve()) and target.is_file(), f"{link}: no such file in the repository"
         if anchor and target.suffix == ".md":
             assert anchor in anchors(target.read_text()), f"{link}: no such heading in {target.name}"
+
+
+def test_an_installed_package_carries_every_file_it_loads():
+    """A plain ``pip install .`` (not editable) ships the models' and the learned predictors' checkpoints
+    and the kernel's source: every tracked data file under ``pipeline/`` matches the package data."""
+    import fnmatch
+    import tomllib
+
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["pipeline"]
+    tracked = subprocess.run(
+        ["git", "ls-files", "pipeline"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    data = [p.removeprefix("pipeline/") for p in tracked if not p.endswith(".py")]
+    assert any(p.startswith("checkpoints/predictors/") for p in data)
+    missing = [p for p in data if not any(fnmatch.fnmatch(p, g) and p.count("/") == g.count("/") for g in globs)]
+    assert not missing, f"not in [tool.setuptools.package-data] of pyproject.toml: {missing}"
