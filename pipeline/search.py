@@ -305,8 +305,8 @@ def preset(result: SearchResult, config: SearchAppConfig) -> str:
     recover = {k: v for k, v in vars(config.recover).items()}
     lines = [
         "# @package _global_",
-        f"# Operating point {result.name}: found by `python -m pipeline.search model={config.model.name} "
-        f"search.budget={search.budget:g}` on {search.calibration} calibration images of the training split.",
+        f"# Operating point {result.name}: found by `{search_command(config)}`",
+        f"# on {search.calibration} calibration images of the training split.",
         f"# Calibration: top-1 drop {100 * result.calibration['top1_drop']:.2f} points, net MAC saving "
         f"{100 * result.calibration['net_mac_saving']:.1f} %. Evaluation images: top-1 drop "
         f"{100 * result.test['top1_drop']:.2f} points, net MAC saving {100 * result.test['net_mac_saving']:.1f} %.",
@@ -331,6 +331,17 @@ def preset(result: SearchResult, config: SearchAppConfig) -> str:
         lines.append("recover:")
         lines += [f"  {k}: {'null' if v is None else v}" for k, v in recover.items() if k != "kind"]
     return "\n".join(lines) + "\n"
+
+
+def search_command(config: SearchAppConfig) -> str:
+    """The command line of this search (its Hydra overrides), or the keys that made it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("tracking.", "hydra."))]
+    else:
+        overrides = [f"model={config.model.name}", f"search.budget={config.search.budget:g}"]
+    return " ".join(["python -m pipeline.search", *overrides])
 
 
 def write(result: SearchResult, config: SearchAppConfig) -> None:
