@@ -271,6 +271,7 @@ class SearchConfig:
     candidates: list[dict[str, Any]] = field(default_factory=list)  # per-layer settings to try
     measure_recover: bool = True  # the recovery also in the per-layer measurements
     rounds: int = 6  # checks of the combined table on calibration
+    refine: int = 12  # greedy single-layer upgrades of the checked table, each checked on calibration
     name: Optional[str] = None  # null: <model>-b<budget>
     out: Optional[str] = None  # null: outputs/operating_points/<name>.yaml
     force: bool = False  # rerun evaluations that already have a FINISHED run
@@ -278,6 +279,8 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if not self.budget >= 0:
             raise ValueError(f"search.budget must be >= 0 top-1 points, got {self.budget}")
+        if self.refine < 0:
+            raise ValueError(f"search.refine must be >= 0 checks (0: no refinement), got {self.refine}")
         if self.calibration < 1 or self.rounds < 1:
             raise ValueError(
                 f"search.calibration and search.rounds must be >= 1, got {self.calibration}, {self.rounds}"

@@ -16,7 +16,10 @@ evaluation an ordinary tracked job run (``pipeline.job.run``) under one parent r
 4. the table checked on calibration as a whole and corrected: the knapsack's budget is scaled down
    while the check exceeds the real budget and up while it stays within it (``search.rounds``
    checks); the best table that met the budget is kept;
-5. that table and the baseline evaluated on the evaluation images.
+5. that table refined greedily: single-layer upgrades (a candidate that saves more at its layer),
+   cheapest measured drop per added saving first, each checked as a whole on calibration and kept
+   when the table then saves more within the budget (``search.refine`` checks);
+6. that table and the baseline evaluated on the evaluation images.
 
 The top-level ``recover`` applies to the checks and the final evaluation, and to the per-layer
 measurements when ``search.measure_recover`` is true (BatchNorm re-estimation is cheap there;
@@ -106,7 +109,8 @@ class Search:
         candidates = hashlib.sha256(json.dumps(self.search.candidates, sort_keys=True).encode()).hexdigest()[:8]
         recover = config.recover.kind
         self.key = (f"search:{config.model.name}:b{self.search.budget:g}:n{self.search.calibration}:s{config.seed}"
-                    f":r{recover}:c{candidates}:m{int(self.search.measure_recover)}")  # fmt: skip
+                    f":r{recover}:c{candidates}:m{int(self.search.measure_recover)}"
+                    f":g{self.search.refine}")  # fmt: skip
         self.name = self.search.name or f"{config.model.name}-b{self.search.budget:g}" + (
             f"-{recover}" if recover != "none" else ""
         )
@@ -217,7 +221,7 @@ def run(cfg: DictConfig) -> SearchResult:
 
 
 def search_within_budget(session: Search) -> SearchResult:
-    """Steps 1-5 of the module docstring."""
+    """Steps 1-6 of the module docstring."""
     config, search = session.config, session.config.search
     started = time.perf_counter()
     say = lambda text: print(f"[search {session.name}] {text}", flush=True)  # noqa: E731
@@ -263,9 +267,10 @@ def search_within_budget(session: Search) -> SearchResult:
             scale /= 2
         else:
             scale = (low + high) / 2
-    if best is None:  # nothing fit: predict nothing
+    if best is None:  # nothing fit: refine from predicting nothing
+        say("no checked table met the budget: starting the refinement from predicting nothing")
         best = ({name: {"kind": "none"} for name in layers}, base)
-    table, check = best
+    table, check = refine(session, measured, base, allowed, best, say)
     test_base = session.evaluate({"kind": "none"}, split="test", recover=False)
     test = session.evaluate(operating_predictor(table), split="test", point=True)
     result = SearchResult(
@@ -278,6 +283,54 @@ def search_within_budget(session: Search) -> SearchResult:
     log(session, result, time.perf_counter() - started)
     say(summary(result, time.perf_counter() - started))
     return result
+
+
+def layer_saving(measured: dict[str, list[tuple[dict, Evaluation]]], name: str, setting: dict[str, Any]) -> float:
+    """The net saving ``setting`` measured at layer ``name`` alone (0 when off)."""
+    for entry, evaluation in measured[name]:
+        if entry == setting:
+            return evaluation.layer_net_saving.get(name, evaluation.net_mac_saving)
+    return 0.0
+
+
+def upgrades(measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation, allowed: int,
+             table: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:  # fmt: skip
+    """Every (layer, candidate) that saves more at its layer than the table's setting there and alone
+    fits the budget, cheapest gain first: by added saving per image of measured drop (plus one)."""
+    found = []
+    for name, options in measured.items():
+        current = layer_saving(measured, name, table[name])
+        for entry, evaluation in options:
+            saving = evaluation.layer_net_saving.get(name, evaluation.net_mac_saving)
+            drop = base.correct - evaluation.correct
+            if saving > current and drop <= allowed:
+                found.append(((saving - current) / (1 + max(0, drop)), name, entry))
+    found.sort(key=lambda item: -item[0])
+    return [(name, entry) for _ratio, name, entry in found]
+
+
+def refine(session: Search, measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation, allowed: int,
+           best: tuple[dict, Evaluation], say) -> tuple[dict, Evaluation]:  # fmt: skip
+    """Step 5: greedy upgrades of the best checked table, one layer at a time, each checked as a whole on
+    calibration and kept when it saves more within the budget (``search.refine`` checks at most)."""
+    table, check = best
+    tries = 0
+    for name, entry in upgrades(measured, base, allowed, table):
+        if tries >= session.search.refine:
+            break
+        if layer_saving(measured, name, entry) <= layer_saving(measured, name, table[name]):
+            continue  # an earlier upgrade of this layer saves as much
+        trial = {**table, name: dict(entry)}
+        evaluation = session.evaluate(operating_predictor(trial))
+        tries += 1
+        drop = base.correct - evaluation.correct
+        kept = drop <= allowed and evaluation.net_mac_saving > check.net_mac_saving
+        verdict = "kept" if kept else "dropped"
+        say(f"refine {tries}/{session.search.refine}: {name} {candidate_label(entry)}: net saving "
+            f"{100 * evaluation.net_mac_saving:.2f} %, drop {drop} images: {verdict}")  # fmt: skip
+        if kept:
+            table, check = trial, evaluation
+    return table, check
 
 
 def operating_predictor(table: dict[str, dict[str, Any]]) -> dict[str, Any]:

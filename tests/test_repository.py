@@ -88,6 +88,7 @@ def test_an_installed_package_carries_every_file_it_loads():
     """A plain ``pip install .`` (not editable) ships the models' and the learned predictors' checkpoints
     and the kernel's source: every tracked data file under ``pipeline/`` matches the package data."""
     import fnmatch
+
     import tomllib
 
     globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["pipeline"]

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import register, validate
-from pipeline.search import Evaluation, knapsack, run, solve
+from pipeline.search import Evaluation, knapsack, refine, run, solve, upgrades
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 register()
@@ -41,13 +41,69 @@ def test_solve_turns_drops_into_images_and_skips_what_saves_nothing():
     assert solve(measured, base, 5)["a"] == {"kind": "tile", "window": 3}
 
 
+MEASURED = {  # baseline 900 of 1000 correct; each layer alone: (setting, its evaluation)
+    "a": [({"kind": "tile", "window": 2}, Evaluation("a2", 0.899, 1000, 0.05, {"a": 0.05})),  # 1 image, 5 %
+          ({"kind": "tile", "window": 3}, Evaluation("a3", 0.880, 1000, 0.09, {"a": 0.09}))],  # 20 images: over
+    "b": [({"kind": "tile", "window": 2}, Evaluation("b2", 0.900, 1000, 0.01, {"b": 0.01})),  # free, 1 %
+          ({"kind": "learned"}, Evaluation("bl", 0.897, 1000, 0.04, {"b": 0.04}))],  # 3 images, 4 %
+}  # fmt: skip
+BASE = Evaluation("base", 0.9, 1000, 0.0)
+
+
+def test_upgrades_are_ordered_by_saving_per_image_and_fit_the_budget_alone():
+    off = {"a": {"kind": "none"}, "b": {"kind": "none"}}
+    # b2: .01/1 = .010; a2: .05/2 = .025; bl: .04/4 = .010 (ties keep measurement order); a3 is over 5 images
+    assert upgrades(MEASURED, BASE, 5, off) == [
+        ("a", {"kind": "tile", "window": 2}),
+        ("b", {"kind": "tile", "window": 2}),
+        ("b", {"kind": "learned"}),
+    ]
+    # from b2, only the learned predictor saves more at b: (.04 - .01) / 4
+    assert upgrades(MEASURED, BASE, 5, {"a": {"kind": "tile", "window": 2}, "b": {"kind": "tile", "window": 2}}) == [
+        ("b", {"kind": "learned"})]  # fmt: skip
+
+
+class Checks:
+    """The search's evaluation of whole tables, as a lookup: what each table saves and keeps correct."""
+
+    def __init__(self, results: dict[tuple[str, str], Evaluation], refine: int) -> None:
+        self.results, self.tried = results, []
+        self.search = type("SearchConfig", (), {"refine": refine})()
+
+    def evaluate(self, predictor: dict) -> Evaluation:
+        layers = predictor["layers"]
+        key = tuple(candidate_key(layers.get(name, {"kind": "none"})) for name in ("a", "b"))
+        self.tried.append(key)
+        return self.results[key]
+
+
+def candidate_key(setting: dict) -> str:
+    return setting["kind"] + str(setting.get("window", ""))
+
+
+def test_refine_keeps_an_upgrade_only_when_the_whole_table_saves_more_within_the_budget():
+    results = {
+        ("tile2", "none"): Evaluation("c1", 0.898, 1000, 0.05),  # 2 images: kept
+        ("tile2", "tile2"): Evaluation("c2", 0.894, 1000, 0.06),  # 6 images together: over, dropped
+        ("tile2", "learned"): Evaluation("c3", 0.896, 1000, 0.09),  # 4 images: kept
+    }
+    start = ({"a": {"kind": "none"}, "b": {"kind": "none"}}, BASE)
+    checks = Checks(results, refine=5)
+    table, check = refine(checks, MEASURED, BASE, 5, start, lambda text: None)
+    assert checks.tried == [("tile2", "none"), ("tile2", "tile2"), ("tile2", "learned")]
+    assert table == {"a": {"kind": "tile", "window": 2}, "b": {"kind": "learned"}} and check.run_id == "c3"
+    # search.refine bounds the checks; 0 leaves the table as it was
+    assert refine(Checks(results, refine=1), MEASURED, BASE, 5, start, lambda text: None)[1].run_id == "c1"
+    assert refine(Checks(results, refine=0), MEASURED, BASE, 5, start, lambda text: None) == start
+
+
 def search_config(tmp: Path, *overrides: str):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(
             "search",
             overrides=[
                 f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"tracking.artifacts={tmp}/artifacts",
-                "tracking.experiment=cnp-search-test", "search.calibration=300", "search.rounds=2",
+                "tracking.experiment=cnp-search-test", "search.calibration=300", "search.rounds=2", "search.refine=2",
                 f"search.out={tmp}/operating_point/tiny.yaml", "search.name=tiny", "data.batch_size=300",
                 "data.limit=1000",
                 "search.candidates=[{kind: tile, window: 2}, {kind: tile, window: 3}, "
