@@ -116,6 +116,9 @@ class Search:
         )
         tags = {SEARCH_TAG: "true", "model": config.model.name, "operating_point": self.name,
                 "budget": f"{self.search.budget:g}", "calibration": str(self.search.calibration)}  # fmt: skip
+        closed = self.tracker.close_stale()
+        if closed:
+            print(f"closed {len(closed)} run(s) left RUNNING by processes that are gone, as KILLED", flush=True)
         self.parent = self.tracker.start_parent(self.key, f"search {self.name}", tags)
         self.evaluations = 0
 
@@ -449,9 +452,20 @@ def main(cfg: DictConfig) -> float:
     return run(cfg).calibration["net_mac_saving"]  # the objective, for whoever drives the search
 
 
-def cli() -> int:
-    return REPORT.run(main)
+def cli(restore_signals: bool = True) -> int:
+    """Bad input is one ``error:`` line; SIGTERM, SIGINT and SIGHUP end the search's open runs KILLED
+    (``restore_signals`` false: the handlers stay while the process exits, see pipeline.interrupts)."""
+    from pipeline.errors import Interrupted
+    from pipeline.interrupts import stop_on_signals
+
+    with stop_on_signals(restore_signals):
+        try:
+            return REPORT.run(main)
+        except (KeyboardInterrupt, Interrupted):
+            print("interrupted: the search's open runs were marked KILLED (a rerun reuses its finished runs)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            return 130
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(cli(restore_signals=False))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import register, validate
 from pipeline.search import Evaluation, knapsack, refine, run, solve, upgrades
+from tests.cli import REPO, runs, store_args
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 register()
@@ -97,17 +102,21 @@ def test_refine_keeps_an_upgrade_only_when_the_whole_table_saves_more_within_the
     assert refine(Checks(results, refine=0), MEASURED, BASE, 5, start, lambda text: None) == start
 
 
+SMALL_SEARCH = (
+    "search.calibration=300", "search.rounds=2", "search.refine=2", "search.name=tiny", "data.batch_size=300",
+    "data.limit=1000", "search.candidates=[{kind: tile, window: 2}, {kind: tile, window: 3}, "
+    "{kind: learned, pattern: checkerboard, window: 2, threshold: 0.3}]",
+)  # fmt: skip
+
+
 def search_config(tmp: Path, *overrides: str):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(
             "search",
             overrides=[
                 f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"tracking.artifacts={tmp}/artifacts",
-                "tracking.experiment=cnp-search-test", "search.calibration=300", "search.rounds=2", "search.refine=2",
-                f"search.out={tmp}/operating_point/tiny.yaml", "search.name=tiny", "data.batch_size=300",
-                "data.limit=1000",
-                "search.candidates=[{kind: tile, window: 2}, {kind: tile, window: 3}, "
-                "{kind: learned, pattern: checkerboard, window: 2, threshold: 0.3}]", *overrides,
+                "tracking.experiment=cnp-search-test", f"search.out={tmp}/operating_point/tiny.yaml", *SMALL_SEARCH,
+                *overrides,
             ],
         )  # fmt: skip
 
@@ -190,3 +199,24 @@ def test_bad_input_of_the_search_and_the_trainer_is_one_error_line(tmp_path, mod
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert "Error executing job" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_ends_the_search_and_its_open_runs_killed(tmp_path, signum):
+    """A search stopped mid-way (SIGTERM, or a closed terminal) leaves no run RUNNING."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "pipeline.search", f"--config-path={CONF}", *SMALL_SEARCH,
+               *store_args(tmp_path)]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    for line in process.stdout:  # the first per-layer measurement is done: the search is under way
+        if line.startswith("[search tiny] [1/"):
+            break
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "open runs were marked KILLED" in err and "Traceback" not in err
+    found = runs(tmp_path, include_parents=True)
+    assert found and not [r for r in found if r.info.status == "RUNNING"]
+    assert [r.info.status for r in found if r.data.tags.get("sweep.parent") == "true"] == ["KILLED"]
