@@ -36,24 +36,20 @@ def identity_extras(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def predictor_files(model: str | None, predictor: Mapping[str, Any], window: int) -> list[Path]:
-    """The checkpoints of the learned predictors a config applies (the run's and its per-layer entries')."""
-    from pipeline.predictors.learned import shipped_path
+    """The checkpoints of the learned predictors a config applies (the run's and its per-layer entries'),
+    found from the same plans the job builds its predictors from."""
+    from pipeline.predictors import entry_plan, schema_of, top_plan
+    from pipeline.predictors.learned import checkpoint_path
 
-    top = dict(predictor)
-    entries = [top]
-    for entry in (top.get("layers") or {}).values():  # an entry of another kind starts from its defaults
-        if isinstance(entry, Mapping):
-            entry = {k: v for k, v in entry.items() if v is not None}
-            same = entry.get("kind", top.get("kind")) == top.get("kind")
-            entries.append({**top, **entry} if same else {"pattern": "checkerboard", **entry})
+    if not predictor:
+        return []
+    top = schema_of(predictor)
+    plans = [top_plan(top, window)]
+    plans += [entry_plan(top, window, entry, f"predictor.layers.{key}") for key, entry in top.layers.items()]
     files = []
-    for entry in entries:
-        if entry.get("kind") != "learned":
-            continue
-        explicit = entry.get("checkpoint") if entry.get("kind") == top.get("kind") else None
-        path = Path(explicit) if explicit else shipped_path(str(model), str(entry.get("pattern", "checkerboard")),
-                                                              int(entry.get("window") or window))  # fmt: skip
-        if path not in files:
+    for plan in plans:
+        path = checkpoint_path(plan, str(model)) if plan.kind == "learned" else None
+        if path is not None and path not in files:
             files.append(path)
     return files
 

@@ -232,6 +232,25 @@ def test_the_measurement_version_is_part_of_the_identity(monkeypatch):
     assert config_hash(cfg) != first
 
 
+def test_the_identity_covers_the_learned_checkpoints_each_layer_loads(tmp_path):
+    """The files hashed into a job's identity are those its predictors load: the run's learned predictor,
+    per-layer entries of the same kind (with the run's checkpoint), entries of another kind (from that
+    kind's defaults: the shipped checkpoint of their pattern and window), none for other kinds."""
+    from pipeline.identity import predictor_files
+    from pipeline.predictors.learned import shipped_path
+
+    model = "alexnet_fmnist"
+    assert predictor_files(model, {"kind": "tile"}, 3) == []
+    assert predictor_files(model, {"kind": "learned"}, 2) == [shipped_path(model, "checkerboard", 2)]
+    mine = tmp_path / "mine.pt"
+    own = {"kind": "learned", "checkpoint": str(mine), "layers": {"1": {"window": 3}, "2": "off"}}
+    assert predictor_files(model, own, 2) == [mine]  # the entry keeps the run's checkpoint
+    mixed = {"kind": "tile", "layers": {"0": {"kind": "learned", "window": 3}, "features.3": {"window": 4}}}
+    assert predictor_files(model, mixed, 3) == [shipped_path(model, "checkerboard", 3)]
+    home = {"kind": "learned", "checkpoint": "~/p.pt"}
+    assert predictor_files(model, home, 2) == [Path("~/p.pt").expanduser()]  # as the predictor loads it
+
+
 # sweep folders ------------------------------------------------------------------------------
 
 

@@ -88,11 +88,11 @@ def shipped_path(model: str, pattern: str, window: int) -> Path:
     return SHIPPED / f"{model}-{pattern}{window}.pt"
 
 
-def checkpoint_path(plan: Plan, context: BuildContext) -> Path:
+def checkpoint_path(plan: Plan, model: str) -> Path:
     """The plan's checkpoint, or the shipped one of the model and the plan's pattern."""
     if plan.get("checkpoint"):
         return Path(str(plan.get("checkpoint"))).expanduser()
-    return shipped_path(context.model, str(plan.get("pattern")), int(plan.window or 1))
+    return shipped_path(model, str(plan.get("pattern")), int(plan.window or 1))
 
 
 @register("learned", LearnedConfig)
@@ -105,7 +105,7 @@ class LearnedPredictor(TileRule):
         self.threshold = float("nan")
         if self.predicts_nothing:  # 1x1 tiles: every cell is computed, nothing to score
             return
-        path = checkpoint_path(plan, context)
+        path = checkpoint_path(plan, context.model)
         state = context.shared.get(str(path)) or load_checkpoint(path)
         context.shared[str(path)] = state
         trained = (state["pattern"], int(state["window"]))
