@@ -272,8 +272,8 @@ class SearchConfig:
     measure_recover: bool = True  # the recovery also in the per-layer measurements
     rounds: int = 6  # checks of the combined table on calibration
     refine: int = 12  # greedy single-layer upgrades of the checked table, each checked on calibration
-    name: Optional[str] = None  # null: <model>-b<budget>
-    out: Optional[str] = None  # null: outputs/operating_points/<name>.yaml
+    name: Optional[str] = None  # null: <model>-b<budget>, plus -<recover kind> when it recovers
+    out: Optional[str] = None  # null: outputs/conf/operating_point/<name>.yaml (operating_point=<name>)
     force: bool = False  # rerun evaluations that already have a FINISHED run
 
     def __post_init__(self) -> None:

@@ -70,6 +70,10 @@ class Evaluation:
     def correct(self) -> int:
         return round(self.top1 * self.images)
 
+    def saving_at(self, layer: str) -> float:
+        """The net saving at ``layer`` (a run predicting that layer alone: its own saving)."""
+        return self.layer_net_saving.get(layer, self.net_mac_saving)
+
 
 @dataclass
 class SearchResult:
@@ -195,7 +199,7 @@ def solve(measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation, 
     for name in names:
         group = [(0, 0.0, -1)]
         for index, (_candidate, evaluation) in enumerate(measured[name]):
-            saving = evaluation.layer_net_saving.get(name, evaluation.net_mac_saving)
+            saving = evaluation.saving_at(name)
             if saving > 0:
                 group.append((max(0, base.correct - evaluation.correct), saving, index))
         options.append(group)
@@ -247,7 +251,7 @@ def search_within_budget(session: Search) -> SearchResult:
             )
             measured[name].append((entry, evaluation))
             done = index * len(search.candidates) + len(measured[name])
-            saving = evaluation.layer_net_saving.get(name, 0.0)
+            saving = evaluation.saving_at(name)
             say(f"[{done}/{total}] layer {index} ({name}) {candidate_label(entry)}: net saving {100 * saving:.2f} %, "
                 f"drop {base.correct - evaluation.correct} images")  # fmt: skip
 
@@ -292,7 +296,7 @@ def layer_saving(measured: dict[str, list[tuple[dict, Evaluation]]], name: str, 
     """The net saving ``setting`` measured at layer ``name`` alone (0 when off)."""
     for entry, evaluation in measured[name]:
         if entry == setting:
-            return evaluation.layer_net_saving.get(name, evaluation.net_mac_saving)
+            return evaluation.saving_at(name)
     return 0.0
 
 
@@ -304,7 +308,7 @@ def upgrades(measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluatio
     for name, options in measured.items():
         current = layer_saving(measured, name, table[name])
         for entry, evaluation in options:
-            saving = evaluation.layer_net_saving.get(name, evaluation.net_mac_saving)
+            saving = evaluation.saving_at(name)
             drop = base.correct - evaluation.correct
             if saving > current and drop <= allowed:
                 found.append(((saving - current) / (1 + max(0, drop)), name, entry))
