@@ -187,6 +187,7 @@ def test_the_result_is_an_operating_point_preset_the_pipeline_runs(searched, tmp
     [
         ("pipeline.search", "search.budget=-1", "search.budget must be >= 0"),
         ("pipeline.search", "search.candidates=[]", "search.candidates is empty"),
+        ("pipeline.search", "search.refine=-1", "search.refine must be >= 0"),
         ("pipeline.train_predictor", "window=1", "window must be >= 2"),
         ("pipeline.train_predictor", "pattern=spiral", "pattern must be one of"),
     ],
