@@ -34,7 +34,7 @@ from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.tracking import MlflowClient
 
 from analysis.config import AnalysisConfig, AnalysisError
-from pipeline.keys import (
+from pipeline.tracking.keys import (
     ANALYSIS_TAG,
     BASELINE_TAG,
     CONFIG_HASH_TAG,
@@ -49,7 +49,7 @@ from pipeline.keys import (
     SPLIT_PARAM,
     SWEEP_TAG,
 )
-from pipeline.store import StoreError, check_store
+from pipeline.tracking.store import StoreError, check_store
 
 MODEL_SETTING = ("model", "data", "limit", "seed", "split")  # one model's evaluation: a baseline's key
 PREDICTOR_SETTING = ("predictor", "pattern", "threshold", "layers", "recover")  # what was predicted, and how

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from pipeline.config import ModelConfig
-from pipeline.instrument import instrument
-from pipeline.models import CHECKPOINTS, build_model
+from pipeline.measurement.instrument import instrument
+from pipeline.networks.models import CHECKPOINTS, build_model
 from pipeline.predictors import KINDS, PredictorFactory, uniform
 
 KIND_SETTINGS: dict[str, dict[str, object]] = {"tile": {"window": 3}, "tile_oracle": {"window": 3},

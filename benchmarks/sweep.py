@@ -23,8 +23,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import DataConfig, ModelConfig
-from pipeline.data import load_eval_data
-from pipeline.models import build_model
+from pipeline.networks.data import load_eval_data
+from pipeline.networks.models import build_model
 
 REPO = Path(__file__).resolve().parent.parent
 

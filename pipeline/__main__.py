@@ -1,4 +1,4 @@
-"""Hydra entry point: ``python -m pipeline [-m] key=value ...``; the work is ``pipeline.job.run``."""
+"""Hydra entry point: ``python -m pipeline [-m] key=value ...``; the work is ``pipeline.job.runner.run``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import OPERATING_POINTS, register
 from pipeline.errors import Interrupted, PipelineError, composition_error
-from pipeline.job import HydraJob, _write_result, run
+from pipeline.job.runner import HydraJob, _write_result, run
 
 register()
 
@@ -40,8 +40,8 @@ def cli(restore_signals: bool = True) -> int:
 
     ``restore_signals`` false keeps the CLI's signal handlers after it returns (the process then exits).
     """
-    from pipeline import callbacks
-    from pipeline.interrupts import stop_on_signals
+    from pipeline.tracking import callbacks
+    from pipeline.tracking.interrupts import stop_on_signals
 
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of Hydra's report
     OPERATING_POINTS.mkdir(parents=True, exist_ok=True)  # on the config search path (conf/config.yaml)

@@ -5,7 +5,7 @@
 Every choice is made on a *calibration* set: ``search.calibration`` images of the training split's
 held-out part (``data.split=calibration``, disjoint from the part recovery and predictor training fit
 on); the evaluation images are read once, at the end, to evaluate what was chosen. Steps, each
-evaluation an ordinary tracked job run (``pipeline.job.run``) under one parent run of the search:
+evaluation an ordinary tracked job run (``pipeline.job.runner.run``) under one parent run of the search:
 
 1. the baseline on calibration (nothing predicted);
 2. for every layer and every candidate setting (``search.candidates``: kinds, windows, patterns,
@@ -45,9 +45,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import OPERATING_POINTS, SearchAppConfig, plain_config, register, validate_as
 from pipeline.errors import OneLineErrors
-from pipeline.job import HydraJob, PipelineError
-from pipeline.job import run as run_job
-from pipeline.keys import SEARCH_TAG
+from pipeline.job.runner import HydraJob, PipelineError
+from pipeline.job.runner import run as run_job
+from pipeline.tracking.keys import SEARCH_TAG
 
 register()
 
@@ -106,7 +106,7 @@ class Search:
     """One search: the evaluations it runs (tracked, reused when done) and its bookkeeping."""
 
     def __init__(self, cfg: DictConfig, config: SearchAppConfig) -> None:
-        from pipeline.tracking import Tracker
+        from pipeline.tracking.tracker import Tracker
 
         self.cfg, self.config, self.search = cfg, config, config.search
         self.tracker = Tracker(config.tracking)
@@ -347,8 +347,8 @@ def operating_predictor(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def layer_names(config: SearchAppConfig) -> list[str]:
     """The model's predictable layers, in index order."""
-    from pipeline.layers import discover_layers
-    from pipeline.models import build_model
+    from pipeline.networks.layers import discover_layers
+    from pipeline.networks.models import build_model
 
     return [layer.name for layer in discover_layers(build_model(config.model))]
 
@@ -458,9 +458,9 @@ def main(cfg: DictConfig) -> float:
 
 def cli(restore_signals: bool = True) -> int:
     """Bad input is one ``error:`` line; SIGTERM, SIGINT and SIGHUP end the search's open runs KILLED
-    (``restore_signals`` false: the handlers stay while the process exits, see pipeline.interrupts)."""
+    (``restore_signals`` false: the handlers stay while the process exits, see pipeline.tracking.interrupts)."""
     from pipeline.errors import Interrupted
-    from pipeline.interrupts import stop_on_signals
+    from pipeline.tracking.interrupts import stop_on_signals
 
     with stop_on_signals(restore_signals):
         try:

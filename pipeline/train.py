@@ -1,4 +1,4 @@
-"""Train the small Fashion-MNIST CNNs of ``pipeline.fmnist_models`` again (the training itself: pipeline.training).
+"""Train the small Fashion-MNIST CNNs of ``pipeline.networks.fmnist`` again (the training itself: pipeline.fitting.twins).
 
     python -m pipeline.train --model vgg16_fmnist [--epochs N] [--seed S] [--out PATH | --replace-shipped]
                              [--tracking-uri URI] [--experiment NAME] [--data-root DIR]
@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> float:
     args = parse_args(argv)
-    from pipeline.training import run_training  # torch and mlflow: only once the arguments are good
+    from pipeline.fitting.twins import run_training  # torch and mlflow: only once the arguments are good
 
     return run_training(args)
 

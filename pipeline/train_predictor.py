@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from pipeline.config import DataConfig, TrainPredictorConfig, register, validate_as
 from pipeline.errors import OneLineErrors
-from pipeline.layers import PredictableLayer, capture
+from pipeline.networks.layers import PredictableLayer, capture
 from pipeline.predictors.learned import FORMAT, ScoreNet, shipped_path
 from pipeline.predictors.tiles import basis_map
 
@@ -65,7 +65,7 @@ def validate(cfg: DictConfig) -> TrainPredictorConfig:
 
 def training_images(config: TrainPredictorConfig) -> tuple[Tensor, Tensor]:
     """(training images, hold-out images) from the training split, disjoint, seeded."""
-    from pipeline.data import DataError, load_eval_data
+    from pipeline.networks.data import DataError, load_eval_data
 
     data_config = DataConfig(**{**vars(config.data), "split": "train", "limit": config.images + config.holdout})
     try:
@@ -226,8 +226,8 @@ def destination(config: TrainPredictorConfig) -> Path:
 
 def run(cfg: DictConfig) -> Path:
     """Train, save, log; returns the checkpoint's path."""
-    from pipeline.models import ModelError, build_model
-    from pipeline.tracking import Tracker
+    from pipeline.networks.models import ModelError, build_model
+    from pipeline.tracking.tracker import Tracker
 
     config = validate(cfg)
     if config.threads:

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import counts as counts_module
-from pipeline import kernels
-
+from pipeline.measurement import counts as counts_module
+from pipeline.measurement import kernels
 HAVE_KERNEL = kernels.load() is not None
 
 

@@ -10,9 +10,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from pipeline.config import register, validate
-from pipeline.data import load_eval_data, spread_indices
-from pipeline.layers import discover_layers
-from pipeline.models import build_model
+from pipeline.networks.data import load_eval_data, spread_indices
+from pipeline.networks.layers import discover_layers
+from pipeline.networks.models import build_model
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
@@ -101,7 +101,7 @@ def test_default_data_builds_and_limit_spreads_over_all_classes():
 
 def test_the_training_split_is_cut_in_two_disjoint_parts_by_hand():
     from pipeline.config import DataConfig
-    from pipeline.data import split_indices
+    from pipeline.networks.data import split_indices
 
     def part(split, **keys):
         return split_indices(12, DataConfig(name="x", split=split, calibration_images=3, **keys), "x")
@@ -176,7 +176,7 @@ def test_default_predictor_is_the_papers_rule():
 
 @pytest.mark.parametrize("kind", PREDICTORS)
 def test_every_predictor_config_composes_and_builds_per_layer(kind):
-    from pipeline.layers import resolve_scope
+    from pipeline.networks.layers import resolve_scope
     from pipeline.predictors import BuildContext, build_predictors, resolve_plans
 
     window = "window=2" if kind == "learned" else "window=3"  # the shipped learned predictors: 2x2 checkerboards
@@ -203,7 +203,7 @@ def test_the_three_shipped_operating_points_are_there():
 
 @pytest.mark.parametrize("name", OPERATING_POINTS)
 def test_every_shipped_operating_point_runs_as_a_config_of_its_model(name):
-    from pipeline.layers import resolve_scope
+    from pipeline.networks.layers import resolve_scope
     from pipeline.predictors import BuildContext, build_predictors, resolve_plans
 
     model = OmegaConf.load(CONF / "operating_point" / f"{name}.yaml").operating_point.model

@@ -6,7 +6,7 @@ import pytest
 import torch
 from bruteforce import brute_force, random_activation
 
-from pipeline.counts import (
+from pipeline.measurement.counts import (
     CSV_COLUMNS,
     MEASURED_KEYS,
     WINDOW_SIZES,
@@ -17,7 +17,7 @@ from pipeline.counts import (
     window_totals,
     zero_window_counts,
 )
-from pipeline.keys import SETTING_COLUMNS
+from pipeline.tracking.keys import SETTING_COLUMNS
 from pipeline.predictors import make_predictor
 from tests.conftest import HAVE_KERNEL
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torchvision
 
-from pipeline.counts import measure
-from pipeline.instrument import instrument
+from pipeline.measurement.counts import measure
+from pipeline.measurement.instrument import instrument
 from pipeline.predictors import make_predictor, uniform
 from tests.bruteforce import random_activation
 

@@ -166,8 +166,7 @@ def test_runs_of_a_killed_process_are_closed_by_the_next_sweep_and_redone(tmp_pa
 
 def test_a_claim_whose_process_is_gone_does_not_block(tmp_path, store_in):
     """Claims of a dead PID on this host, or without a heartbeat from another host, are closed KILLED."""
-    from pipeline import claims
-
+    from pipeline.tracking import claims
     store_in(tmp_path)
     mlflow_client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = mlflow_client.create_experiment("claims")
@@ -219,9 +218,9 @@ def test_a_rewritten_checkpoint_is_a_new_job(tmp_path, store_in):
 def test_the_measurement_version_is_part_of_the_identity(monkeypatch):
     from hydra import compose, initialize_config_dir
 
-    from pipeline import identity
+    from pipeline.job import identity
     from pipeline.config import register
-    from pipeline.job import config_hash
+    from pipeline.job.runner import config_hash
 
     register()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -236,7 +235,7 @@ def test_the_identity_covers_the_learned_checkpoints_each_layer_loads(tmp_path):
     """The files hashed into a job's identity are those its predictors load: the run's learned predictor,
     per-layer entries of the same kind (with the run's checkpoint), entries of another kind (from that
     kind's defaults: the shipped checkpoint of their pattern and window), none for other kinds."""
-    from pipeline.identity import predictor_files
+    from pipeline.job.identity import predictor_files
     from pipeline.predictors.learned import shipped_path
 
     model = "alexnet_fmnist"

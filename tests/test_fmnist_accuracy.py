@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from pipeline.config import DataConfig, ModelConfig
-from pipeline.data import load_eval_data
-from pipeline.evaluate import evaluate
-from pipeline.instrument import InstrumentedModel
+from pipeline.networks.data import load_eval_data
+from pipeline.measurement.evaluate import evaluate
+from pipeline.measurement.instrument import InstrumentedModel
 from pipeline.predictors import uniform
 
 LAYERS = {"alexnet_fmnist": 5, "vgg16_fmnist": 13, "resnet18_fmnist": 17}
@@ -16,7 +16,7 @@ LAYERS = {"alexnet_fmnist": 5, "vgg16_fmnist": 13, "resnet18_fmnist": 17}
 
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_shipped_checkpoint_accuracy_on_the_full_test_set(name):
-    from pipeline.models import build_model
+    from pipeline.networks.models import build_model
 
     model = build_model(ModelConfig(name=name, checkpoint=f"{name}.pt", input_size=[1, 28, 28], num_classes=10))
     data = load_eval_data(DataConfig(name="fashion_mnist"))

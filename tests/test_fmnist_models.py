@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.fmnist_models import (
+from pipeline.networks.fmnist import (
     FMNIST_INPUT_SIZE,
     FMNIST_MEAN,
     FMNIST_MODELS,

@@ -10,9 +10,9 @@ from bruteforce import KEYS, brute_force
 from torch import nn
 from torch.nn.modules import module as module_globals
 
-from pipeline.counts import LayerCounts
-from pipeline.instrument import instrument
-from pipeline.keys import COUNT_COLUMNS, SETTING_COLUMNS
+from pipeline.measurement.counts import LayerCounts
+from pipeline.measurement.instrument import instrument
+from pipeline.tracking.keys import COUNT_COLUMNS, SETTING_COLUMNS
 from pipeline.predictors import uniform
 from tests.conftest import use_counting_path
 

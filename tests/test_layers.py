@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from pipeline.layers import conv_macs_per_act, discover_layers, model_conv_macs, resolve_scope
+from pipeline.networks.layers import conv_macs_per_act, discover_layers, model_conv_macs, resolve_scope
 
 ALEXNET = ["features.0", "features.3", "features.6", "features.8", "features.10"]
 VGG16 = [f"features.{i}" for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)]

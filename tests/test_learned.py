@@ -7,9 +7,9 @@ import torch
 from bruteforce import random_activation
 
 from pipeline.config import DataConfig, ModelConfig, TrainPredictorConfig
-from pipeline.counts import measure
-from pipeline.layers import PredictableLayer, conv_macs_per_act
-from pipeline.models import build_model
+from pipeline.measurement.counts import measure
+from pipeline.networks.layers import PredictableLayer, conv_macs_per_act
+from pipeline.networks.models import build_model
 from pipeline.predictors import LayerInput, make_predictor
 from pipeline.predictors.learned import FORMAT, ScoreNet, load_checkpoint
 from pipeline.predictors.tiles import basis_map
@@ -125,8 +125,7 @@ def tiny_training(seed: int = 0) -> TrainPredictorConfig:
 
 
 def test_training_is_deterministic_for_a_seed_and_uses_the_training_split(monkeypatch):
-    from pipeline import data as data_module
-
+    from pipeline.networks import data as data_module
     splits = []
     read = data_module.read_fashion_mnist
     monkeypatch.setattr(

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from pipeline.config import TrackingConfig
-from pipeline.tracking import Tracker
+from pipeline.tracking.tracker import Tracker
 from tests.cli import EXPERIMENT, REPO, client, run_pipeline, runs, store_args
 
 CONTRACT_METRICS = {

@@ -9,8 +9,8 @@ import pytest
 import torch
 from bruteforce import PATTERN_NAMES, brute_force, random_activation, rule_fired_tiles
 
-from pipeline import counts as counts_module
-from pipeline.counts import MEASURED_KEYS, measure
+from pipeline.measurement import counts as counts_module
+from pipeline.measurement.counts import MEASURED_KEYS, measure
 from pipeline.predictors import KINDS, PATTERNS, LayerInput, make_predictor, pattern_mask, register
 from pipeline.predictors.base import Predictor, PredictorConfig
 from tests.conftest import HAVE_KERNEL
@@ -333,9 +333,9 @@ def test_random_is_seeded_and_does_not_depend_on_the_batch_split() -> None:
 def test_random_control_hits_less_often_than_the_rule_on_real_activations() -> None:
     # the shipped AlexNet twin on 200 Fashion-MNIST test images, diagonal 3x3 in every layer
     from pipeline.config import DataConfig, ModelConfig
-    from pipeline.data import load_eval_data
-    from pipeline.instrument import instrument
-    from pipeline.models import build_model
+    from pipeline.networks.data import load_eval_data
+    from pipeline.measurement.instrument import instrument
+    from pipeline.networks.models import build_model
     from pipeline.predictors import uniform
 
     model = build_model(ModelConfig(name="alexnet_fmnist", checkpoint="alexnet_fmnist.pt", input_size=[1, 28, 28],
@@ -444,7 +444,7 @@ def test_masks_shapes_and_disjoint() -> None:
 
 
 def test_kinds_are_registered_once_and_unknown_names_list_the_known_ones() -> None:
-    from pipeline.keys import PREDICTOR_KINDS
+    from pipeline.tracking.keys import PREDICTOR_KINDS
 
     assert set(KINDS) == set(PREDICTOR_KINDS)  # the torch-free list the analysis orders by
     with pytest.raises(ValueError, match="registered twice"):

@@ -7,12 +7,12 @@ import os
 import pytest
 import torch
 
-from pipeline import data as data_module
+from pipeline.networks import data as data_module
 from pipeline.config import BatchNormRecoverConfig, DataConfig, FinetuneRecoverConfig, ModelConfig
-from pipeline.instrument import InstrumentedModel
-from pipeline.models import build_model
+from pipeline.measurement.instrument import InstrumentedModel
+from pipeline.networks.models import build_model
 from pipeline.predictors import uniform
-from pipeline.recover import RecoverError, batchnorms, check, recover
+from pipeline.fitting.recover import RecoverError, batchnorms, check, recover
 from tests.cli import client, run_pipeline, runs
 
 CPU = torch.device("cpu")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.redact import redact, redact_tree
+from pipeline.tracking.redact import redact, redact_tree
 
 
 @pytest.mark.parametrize(

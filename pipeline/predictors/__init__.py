@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from pipeline.layers import PredictableLayer
+from pipeline.networks.layers import PredictableLayer
 from pipeline.predictors.base import (
     KINDS,
     NOT_APPLICABLE,
@@ -185,7 +185,7 @@ PredictorFactory = Callable[[list[PredictableLayer], set[int]], list[Predictor]]
 def factory(
     predictor: PredictorConfig | Mapping[str, Any], window: int, context: BuildContext | None = None
 ) -> PredictorFactory:
-    """What :class:`pipeline.instrument.InstrumentedModel` calls with the model's layers and the scope."""
+    """What :class:`pipeline.measurement.instrument.InstrumentedModel` calls with the model's layers and the scope."""
     config = schema_of(predictor)
     context = context or BuildContext()
 

@@ -10,7 +10,7 @@ One instance is built per predictable layer (an ``nn.Module``, so learned parame
 ``.to()`` and ``state_dict``). For each batch it sees a :class:`LayerInput` (the layer's output
 before its prediction, its zero mask, the batch's place in the evaluation) and returns two masks:
 ``basis``, the computed cells a firing decision rests on (counted as zero_diag), and ``predicted``,
-the cells predicted zero. Counting and applying the masks is generic (:mod:`pipeline.counts`);
+the cells predicted zero. Counting and applying the masks is generic (:mod:`pipeline.measurement.counts`);
 a kind may also hand its decision to the fused CPU kernel (:meth:`Predictor.kernel_spec`).
 """
 
@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Optional
 from omegaconf import MISSING
 from torch import Tensor, nn
 
-from pipeline.layers import PredictableLayer
+from pipeline.networks.layers import PredictableLayer
 from pipeline.predictors.patterns import Pattern
 
 NOT_APPLICABLE = ""  # a layers.csv setting cell that the layer's kind does not have
@@ -98,7 +98,7 @@ class LayerInput:
 
 @dataclass(frozen=True)
 class KernelSpec:
-    """A decision the fused CPU kernel makes itself (pipeline/kernels/measure.c)."""
+    """A decision the fused CPU kernel makes itself (pipeline/measurement/kernels/measure.c)."""
 
     mode: int  # 0: no prediction (statistics only), 1: tile rule, 2: tile oracle
     window: int = 0

@@ -22,7 +22,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from pipeline.layers import PredictableLayer
+from pipeline.networks.layers import PredictableLayer
 from pipeline.predictors.base import BuildContext, LayerInput, Plan, PredictorConfig, register
 from pipeline.predictors.patterns import Pattern
 from pipeline.predictors.tile import TileRule

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pipeline.layers import PredictableLayer
+from pipeline.networks.layers import PredictableLayer
 from pipeline.predictors.base import BuildContext, LayerInput, Plan, PredictorConfig, register
 from pipeline.predictors.patterns import Pattern
 from pipeline.predictors.tile import TileRule

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pipeline.layers import PredictableLayer
+from pipeline.networks.layers import PredictableLayer
 from pipeline.predictors.base import BuildContext, KernelSpec, LayerInput, Plan, Predictor, PredictorConfig, register
 from pipeline.predictors.patterns import Pattern, pattern_mask
 from pipeline.predictors.tiles import cell_masks, fire_where_all

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.config import BatchNormRecoverConfig, DataConfig, FinetuneRecoverConfig, RecoverConfig
-from pipeline.instrument import InstrumentedModel
+from pipeline.measurement.instrument import InstrumentedModel
 
 
 class RecoverError(ValueError):
@@ -44,7 +44,7 @@ def check(recover: RecoverConfig, model: nn.Module, model_name: str) -> None:
 def training_data(data: DataConfig, images: int | None, seed: int):
     """Images and labels spread over the training split's fitting part (``data.split=train``): never its
     evaluation images, nor the calibration images searches check their choices on."""
-    from pipeline.data import DataError, load_eval_data
+    from pipeline.networks.data import DataError, load_eval_data
 
     config = DataConfig(**{**vars(data), "split": "train", "limit": images})
     try:

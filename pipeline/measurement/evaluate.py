@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from pipeline.accuracy import topk_correct
-from pipeline.counts import LayerCounts
-from pipeline.data import EvalData
-from pipeline.instrument import InstrumentedModel
+from pipeline.measurement.accuracy import topk_correct
+from pipeline.measurement.counts import LayerCounts
+from pipeline.networks.data import EvalData
+from pipeline.measurement.instrument import InstrumentedModel
 
 
 @dataclass

@@ -4,7 +4,7 @@ MLflow retries an unreachable server or an unopenable SQLite file for minutes, j
 writes its tables into any SQLite file it is given. :func:`check_store` answers within seconds
 instead: a bounded retry (:data:`ATTEMPTS` tries, :data:`PAUSE_S` apart, :data:`TIMEOUT_S` each)
 that says what it tried, and a :class:`StoreError` naming the fix. :func:`store_lock` serializes
-the creation of a new SQLite store (and the job claims, :mod:`pipeline.claims`) across processes
+the creation of a new SQLite store (and the job claims, :mod:`pipeline.tracking.claims`) across processes
 with an ``fcntl`` lock on ``<store>.lock`` beside it, so concurrent sweeps never race on the schema.
 
 Stdlib only (MLflow and torch are not imported): the analysis uses the same checks.

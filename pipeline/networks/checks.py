@@ -19,7 +19,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from pipeline.errors import PipelineError
-from pipeline.layers import discover_layers, trace
+from pipeline.networks.layers import discover_layers, trace
 
 
 @dataclass(frozen=True)

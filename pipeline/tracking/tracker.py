@@ -4,7 +4,7 @@ A job's run is created only when its evaluation starts, gets its metrics and art
 at the end, and is marked FINISHED only after all of them are stored; a failure marks it FAILED
 and an interruption (Ctrl-C, SIGTERM, SIGHUP) KILLED. The runs of one multirun hang under a parent
 run. When this process writes the store's database itself, every store operation runs within
-:func:`pipeline.interrupts.deferred`: a signal never cuts one in the middle.
+:func:`pipeline.tracking.interrupts.deferred`: a signal never cuts one in the middle.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
-from pipeline import claims
+from pipeline.tracking import claims
 from pipeline.config import TrackingConfig
 from pipeline.errors import Interrupted  # noqa: F401 (re-exported)
-from pipeline.interrupts import deferred
-from pipeline.keys import CONFIG_HASH_TAG, PARENT_RUN_TAG, PARENT_TAG, SWEEP_TAG  # noqa: F401 (re-exported)
-from pipeline.store import StoreError, check_store, store_lock
+from pipeline.tracking.interrupts import deferred
+from pipeline.tracking.keys import CONFIG_HASH_TAG, PARENT_RUN_TAG, PARENT_TAG, SWEEP_TAG  # noqa: F401 (re-exported)
+from pipeline.tracking.store import StoreError, check_store, store_lock
 
 T = TypeVar("T")
 
@@ -124,7 +124,7 @@ class Tracker:
 
     @_store_operation
     def close_stale(self) -> list[str]:
-        """Close as KILLED the RUNNING runs whose process is gone (:mod:`pipeline.claims`)."""
+        """Close as KILLED the RUNNING runs whose process is gone (:mod:`pipeline.tracking.claims`)."""
         return claims.close_stale(self.client, self.experiment_id)
 
     @_store_operation
@@ -232,7 +232,7 @@ class JobRecord:
 
 def git_commit() -> str:
     """The project checkout's commit (with -dirty when it has local changes), or 'unknown'."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10

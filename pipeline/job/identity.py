@@ -1,6 +1,6 @@
 """What a job's identity covers besides its config: the checkpoints it loads and the measurement code.
 
-A rerun skips a job whose identity (``pipeline.job.config_hash``) already has a FINISHED run, so
+A rerun skips a job whose identity (``pipeline.job.runner.config_hash``) already has a FINISHED run, so
 the identity must change whenever the numbers could: :func:`identity_extras` adds the sha256 of
 every weights file the job loads (a rewritten checkpoint is a new job) and
 :data:`MEASUREMENT_VERSION`, which is raised by hand whenever a change of the code changes what
@@ -55,8 +55,8 @@ def predictor_files(model: str | None, predictor: Mapping[str, Any], window: int
 
 
 def weights_files(name: str | None, checkpoint: str | None, weights: str | None) -> list[Path]:
-    """The files a model config loads its weights from (as ``pipeline.models.build_model`` finds them)."""
-    from pipeline.models import checkpoint_path, torchvision_weights_path
+    """The files a model config loads its weights from (as ``pipeline.networks.models.build_model`` finds them)."""
+    from pipeline.networks.models import checkpoint_path, torchvision_weights_path
 
     if checkpoint:
         return [checkpoint_path(name, checkpoint)]

@@ -28,7 +28,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
-from pipeline.keys import (  # noqa: F401 (OWNER_* and HEARTBEAT re-exported)
+from pipeline.tracking.keys import (  # noqa: F401 (OWNER_* and HEARTBEAT re-exported)
     CLOSED_TAG,
     CONFIG_HASH_TAG,
     HEARTBEAT,
@@ -112,7 +112,7 @@ def claim(
 
     A FINISHED run holds it (unless ``force``); so does a RUNNING run whose owner is alive. Stale
     claims on the same config are closed first. On a SQLite store the caller holds
-    :func:`pipeline.store.store_lock`, which makes the check and the creation one step.
+    :func:`pipeline.tracking.store.store_lock`, which makes the check and the creation one step.
     """
     runs = _same_config(client, experiment_id, config_hash)
     close_stale(client, experiment_id, runs)

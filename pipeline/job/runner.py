@@ -20,15 +20,15 @@ import torchvision
 from omegaconf import DictConfig, OmegaConf
 
 import pipeline
-from pipeline.checks import check_model
+from pipeline.networks.checks import check_model
 from pipeline.config import PipelineConfig, plain_config, validate
-from pipeline.counts import layer_metrics, rate_metrics
-from pipeline.data import load_eval_data
+from pipeline.measurement.counts import layer_metrics, rate_metrics
+from pipeline.networks.data import load_eval_data
 from pipeline.errors import PipelineError
-from pipeline.evaluate import Evaluation, evaluate
-from pipeline.identity import MEASUREMENT_VERSION, identity_extras
-from pipeline.instrument import InstrumentedModel
-from pipeline.keys import (
+from pipeline.measurement.evaluate import Evaluation, evaluate
+from pipeline.job.identity import MEASUREMENT_VERSION, identity_extras
+from pipeline.measurement.instrument import InstrumentedModel
+from pipeline.tracking.keys import (
     BASELINE_TAG,
     CONFIG_HASH_TAG,
     MEASUREMENT_VERSION_TAG,
@@ -38,8 +38,8 @@ from pipeline.keys import (
     SPLIT_PARAM,
     SWEEP_TAG,
 )
-from pipeline.layers import PredictableLayer, TraceError, discover_layers, model_conv_macs, resolve_scope
-from pipeline.models import build_model
+from pipeline.networks.layers import PredictableLayer, TraceError, discover_layers, model_conv_macs, resolve_scope
+from pipeline.networks.models import build_model
 from pipeline.predictors import (
     BuildContext,
     Predictor,
@@ -50,10 +50,10 @@ from pipeline.predictors import (
     predicts_nothing,
     resolve_plans,
 )
-from pipeline.recover import RecoverError, recover
-from pipeline.recover import check as check_recovery
-from pipeline.redact import redact, redact_tree
-from pipeline.tracking import Tracker, git_commit
+from pipeline.fitting.recover import RecoverError, recover
+from pipeline.fitting.recover import check as check_recovery
+from pipeline.tracking.redact import redact, redact_tree
+from pipeline.tracking.tracker import Tracker, git_commit
 
 # keys that do not change a job's numbers: not part of its identity for resume
 VOLATILE_KEYS = ("force", "progress", "tracking", "device")
@@ -348,7 +348,7 @@ def params(config: PipelineConfig, device: torch.device) -> dict[str, object]:
 
 
 def _build(config: PipelineConfig):
-    from pipeline.models import ModelError
+    from pipeline.networks.models import ModelError
 
     try:
         return build_model(config.model)
@@ -357,7 +357,7 @@ def _build(config: PipelineConfig):
 
 
 def _load(config: PipelineConfig):
-    from pipeline.data import DataError
+    from pipeline.networks.data import DataError
 
     try:
         return load_eval_data(config.data, config.seed)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pipeline import kernels
-from pipeline.keys import CSV_COLUMNS, WINDOW_SIZES, layer_metric
+from pipeline.measurement import kernels
+from pipeline.tracking.keys import CSV_COLUMNS, WINDOW_SIZES, layer_metric
 from pipeline.predictors import NOT_APPLICABLE, KernelSpec, LayerInput, Predictor
 
 MEASURED_KEYS = (

@@ -186,7 +186,7 @@ def read_fashion_mnist(folder: Path, split: str = "test") -> tuple[Tensor, Tenso
 
 def normalize_fashion_mnist(images: Tensor) -> Tensor:
     """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), scaled to [0, 1] and normalized."""
-    from pipeline.fmnist_models import FMNIST_MEAN, FMNIST_STD
+    from pipeline.networks.fmnist import FMNIST_MEAN, FMNIST_STD
 
     return ((images.float() / 255.0 - FMNIST_MEAN[0]) / FMNIST_STD[0]).unsqueeze(1)
 

@@ -1,4 +1,4 @@
-"""Training of the small Fashion-MNIST CNNs of ``pipeline.fmnist_models`` (the CLI is ``pipeline.train``).
+"""Training of the small Fashion-MNIST CNNs of ``pipeline.networks.fmnist`` (the CLI is ``pipeline.train``).
 
 Reads the gz IDX files of Fashion-MNIST, trains with SGD (Nesterov momentum) and a one-cycle LR
 schedule on 2 CPU threads, evaluates top-1 on all 10,000 test images, saves the float32 state_dict
@@ -18,14 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import TrackingConfig
-from pipeline.data import (
+from pipeline.networks.data import (
     DEBIAN_FASHION_MNIST,
     normalize_fashion_mnist,
     read_fashion_mnist,
 )
-from pipeline.fmnist_models import FMNIST_MEAN, FMNIST_MODELS, FMNIST_STD
-from pipeline.redact import redact
-from pipeline.tracking import Tracker
+from pipeline.networks.fmnist import FMNIST_MEAN, FMNIST_MODELS, FMNIST_STD
+from pipeline.tracking.redact import redact
+from pipeline.tracking.tracker import Tracker
 
 # --------------------------------------------------------------------------- data
 

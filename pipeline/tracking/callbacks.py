@@ -3,7 +3,7 @@
 ``on_multirun_start`` runs once, in the launching process, before any job: it checks the tracking
 store (a bounded retry; an unusable store stops the whole sweep here, see :class:`SweepAbort`),
 creates it (so parallel jobs never race on a new SQLite schema), closes the runs that processes
-now gone left RUNNING (:mod:`pipeline.claims`), and creates the parent run that every job of the
+now gone left RUNNING (:mod:`pipeline.tracking.claims`), and creates the parent run that every job of the
 sweep hangs under. The parent ends FINISHED when every job finished or was skipped, FAILED
 otherwise, KILLED on an interruption, also when the sweep raised (see :func:`close_open`); job runs
 of the sweep still RUNNING then are closed as KILLED.
@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import TrackingConfig
 from pipeline.errors import PipelineError
-from pipeline.redact import redact
+from pipeline.tracking.redact import redact
 
 _OPEN: dict[str, tuple[Any, str, str, Any]] = {}  # parent run id -> (tracker, run id, sweep dir, heartbeat)
 _COUNTS: dict[str, dict[str, int]] = {}  # sweep dir -> what its jobs did, once the sweep is closed
@@ -36,7 +36,7 @@ class SweepAbort(BaseException):
 
 
 def _tracker(config: DictConfig):
-    from pipeline.tracking import Tracker
+    from pipeline.tracking.tracker import Tracker
 
     tracking = OmegaConf.merge(OmegaConf.structured(TrackingConfig), config.tracking)
     return Tracker(OmegaConf.to_object(tracking))
@@ -44,7 +44,7 @@ def _tracker(config: DictConfig):
 
 class SweepTracking(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from pipeline.claims import Heartbeat
+        from pipeline.tracking.claims import Heartbeat
 
         sweep = str(Path(config.hydra.sweep.dir).resolve())
         try:

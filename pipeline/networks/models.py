@@ -17,7 +17,7 @@ from torch import nn
 from pipeline.config import ModelConfig
 from pipeline.errors import PipelineError
 
-CHECKPOINTS = Path(__file__).parent / "checkpoints"
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 TORCHVISION_MODELS = ("alexnet", "vgg16", "resnet18")
 FMNIST_MODELS = ("alexnet_fmnist", "vgg16_fmnist", "resnet18_fmnist")
 MODELS = (*TORCHVISION_MODELS, *FMNIST_MODELS, "custom")
@@ -92,7 +92,7 @@ def torchvision_state_dict(name: str, weights: str) -> dict[str, torch.Tensor]:
 
 
 def _fmnist_model(cfg: ModelConfig) -> nn.Module:
-    from pipeline.fmnist_models import FMNIST_MODELS as factories
+    from pipeline.networks.fmnist import FMNIST_MODELS as factories
 
     model = factories[cfg.name](num_classes=cfg.num_classes, **cfg.kwargs)
     if cfg.checkpoint:

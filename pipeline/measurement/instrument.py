@@ -21,8 +21,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from pipeline.counts import MASS_KEYS, MEASURED_KEYS, LayerCounts, measure, predict
-from pipeline.layers import PredictableLayer, discover_layers, resolve_scope, trace
+from pipeline.measurement.counts import MASS_KEYS, MEASURED_KEYS, LayerCounts, measure, predict
+from pipeline.networks.layers import PredictableLayer, discover_layers, resolve_scope, trace
 from pipeline.predictors import Predictor, PredictorFactory
 
 

@@ -1,0 +1,1 @@
+"""One job of a sweep: its schema, its identity, and the run that measures a model with a predictor."""
