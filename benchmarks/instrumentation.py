@@ -23,9 +23,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import ModelConfig
 from pipeline.measurement.instrument import instrument
-from pipeline.networks.models import CHECKPOINTS, build_model
+from pipeline.networks.models import CHECKPOINTS, ModelConfig, build_model
 from pipeline.predictors import KINDS, PredictorFactory, uniform
 
 KIND_SETTINGS: dict[str, dict[str, object]] = {"tile": {"window": 3}, "tile_oracle": {"window": 3},

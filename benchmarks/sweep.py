@@ -22,9 +22,8 @@ from pathlib import Path
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import DataConfig, ModelConfig
-from pipeline.networks.data import load_eval_data
-from pipeline.networks.models import build_model
+from pipeline.networks.data import DataConfig, load_eval_data
+from pipeline.networks.models import ModelConfig, build_model
 
 REPO = Path(__file__).resolve().parent.parent
 

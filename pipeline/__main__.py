@@ -10,8 +10,10 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.config import OPERATING_POINTS, register
-from pipeline.errors import Interrupted, PipelineError, composition_error
+from pipeline.app import composition_error
+from pipeline.errors import Interrupted, PipelineError
+from pipeline.fitting.operating_points import OPERATING_POINTS
+from pipeline.job.config import register
 from pipeline.job.runner import HydraJob, _write_result, run
 
 register()

@@ -1,4 +1,4 @@
-"""Train the small Fashion-MNIST CNNs of ``pipeline.networks.fmnist`` again (the training itself: pipeline.fitting.twins).
+"""Train the Fashion-MNIST twins of ``pipeline.networks.fmnist`` again (the training: ``pipeline.fitting.twins``).
 
     python -m pipeline.train --model vgg16_fmnist [--epochs N] [--seed S] [--out PATH | --replace-shipped]
                              [--tracking-uri URI] [--experiment NAME] [--data-root DIR]

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.measurement import counts as counts_module
 from pipeline.measurement import kernels
+
 HAVE_KERNEL = kernels.load() is not None
 
 

@@ -78,10 +78,9 @@ def test_bad_input_is_one_error_line_and_no_run(case, files, store):
 
 
 def test_the_window_bound_is_the_largest_predictable_map():
-    from pipeline.networks.checks import check_window, largest_map, model_shapes
-    from pipeline.config import ModelConfig
     from pipeline.errors import PipelineError
-    from pipeline.networks.models import build_model
+    from pipeline.networks.checks import check_window, largest_map, model_shapes
+    from pipeline.networks.models import ModelConfig, build_model
 
     shapes = model_shapes(build_model(ModelConfig(name="alexnet_fmnist", num_classes=10)), [1, 28, 28])
     sevens = dict.fromkeys(["features.6", "features.8", "features.10"], (7, 7))

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from pipeline.config import register, validate
+from pipeline.job.config import register, validate
 from pipeline.networks.data import load_eval_data, spread_indices
 from pipeline.networks.layers import discover_layers
 from pipeline.networks.models import build_model
@@ -100,8 +100,7 @@ def test_default_data_builds_and_limit_spreads_over_all_classes():
 
 
 def test_the_training_split_is_cut_in_two_disjoint_parts_by_hand():
-    from pipeline.config import DataConfig
-    from pipeline.networks.data import split_indices
+    from pipeline.networks.data import DataConfig, split_indices
 
     def part(split, **keys):
         return split_indices(12, DataConfig(name="x", split=split, calibration_images=3, **keys), "x")

@@ -17,8 +17,8 @@ from pipeline.measurement.counts import (
     window_totals,
     zero_window_counts,
 )
-from pipeline.tracking.keys import SETTING_COLUMNS
 from pipeline.predictors import make_predictor
+from pipeline.tracking.keys import SETTING_COLUMNS
 from tests.conftest import HAVE_KERNEL
 
 # 5x5 map (same as in test_prediction): 6 nonzero cells, 19 zeros.

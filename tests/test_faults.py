@@ -219,7 +219,7 @@ def test_the_measurement_version_is_part_of_the_identity(monkeypatch):
     from hydra import compose, initialize_config_dir
 
     from pipeline.job import identity
-    from pipeline.config import register
+    from pipeline.job.config import register
     from pipeline.job.runner import config_hash
 
     register()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.config import DataConfig, ModelConfig
-from pipeline.networks.data import load_eval_data
 from pipeline.measurement.evaluate import evaluate
 from pipeline.measurement.instrument import InstrumentedModel
+from pipeline.networks.data import DataConfig, load_eval_data
+from pipeline.networks.models import ModelConfig
 from pipeline.predictors import uniform
 
 LAYERS = {"alexnet_fmnist": 5, "vgg16_fmnist": 13, "resnet18_fmnist": 17}

@@ -12,8 +12,8 @@ from torch.nn.modules import module as module_globals
 
 from pipeline.measurement.counts import LayerCounts
 from pipeline.measurement.instrument import instrument
-from pipeline.tracking.keys import COUNT_COLUMNS, SETTING_COLUMNS
 from pipeline.predictors import uniform
+from pipeline.tracking.keys import COUNT_COLUMNS, SETTING_COLUMNS
 from tests.conftest import use_counting_path
 
 

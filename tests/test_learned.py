@@ -6,14 +6,14 @@ import pytest
 import torch
 from bruteforce import random_activation
 
-from pipeline.config import DataConfig, ModelConfig, TrainPredictorConfig
+from pipeline.fitting.predictor_training import TrainPredictorConfig, checkpoint, default_threshold, train
 from pipeline.measurement.counts import measure
+from pipeline.networks.data import DataConfig
 from pipeline.networks.layers import PredictableLayer, conv_macs_per_act
-from pipeline.networks.models import build_model
+from pipeline.networks.models import ModelConfig, build_model
 from pipeline.predictors import LayerInput, make_predictor
 from pipeline.predictors.learned import FORMAT, ScoreNet, load_checkpoint
 from pipeline.predictors.tiles import basis_map
-from pipeline.train_predictor import checkpoint, default_threshold, train
 
 LAYER = PredictableLayer(0, "conv", ("conv",), 27, "relu", channels=4)
 
@@ -149,7 +149,7 @@ def test_training_is_deterministic_for_a_seed_and_uses_the_training_split(monkey
 
 
 def test_default_threshold_is_the_largest_within_the_miss_mass_budget():
-    from pipeline.train_predictor import GRID, LayerScores
+    from pipeline.fitting.predictor_training import GRID, LayerScores
 
     lost = torch.tensor([0.001 * (i + 1) ** 2 for i in range(len(GRID))], dtype=torch.float64)  # grows with t
     scores = LayerScores(torch.zeros(len(GRID)), torch.zeros(len(GRID)), lost, mass=1.0, cells=100)

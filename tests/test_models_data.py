@@ -11,9 +11,8 @@ import torchvision
 from PIL import Image
 
 from pipeline.measurement.accuracy import topk_correct
-from pipeline.config import DataConfig, ModelConfig
-from pipeline.networks.data import IMAGENET_MEAN, IMAGENET_STD, DataError, load_eval_data
-from pipeline.networks.models import ModelError, build_model
+from pipeline.networks.data import IMAGENET_MEAN, IMAGENET_STD, DataConfig, DataError, load_eval_data
+from pipeline.networks.models import ModelConfig, ModelError, build_model
 from tests.cli import run_pipeline, runs
 
 # class folders are created out of order: ImageFolder sorts them, n01 -> 0, n02 -> 1, n03 -> 2

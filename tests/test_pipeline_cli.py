@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from pipeline.config import TrackingConfig
+from pipeline.tracking.config import TrackingConfig
 from pipeline.tracking.tracker import Tracker
 from tests.cli import EXPERIMENT, REPO, client, run_pipeline, runs, store_args
 

@@ -332,10 +332,9 @@ def test_random_is_seeded_and_does_not_depend_on_the_batch_split() -> None:
 
 def test_random_control_hits_less_often_than_the_rule_on_real_activations() -> None:
     # the shipped AlexNet twin on 200 Fashion-MNIST test images, diagonal 3x3 in every layer
-    from pipeline.config import DataConfig, ModelConfig
-    from pipeline.networks.data import load_eval_data
     from pipeline.measurement.instrument import instrument
-    from pipeline.networks.models import build_model
+    from pipeline.networks.data import DataConfig, load_eval_data
+    from pipeline.networks.models import ModelConfig, build_model
     from pipeline.predictors import uniform
 
     model = build_model(ModelConfig(name="alexnet_fmnist", checkpoint="alexnet_fmnist.pt", input_size=[1, 28, 28],

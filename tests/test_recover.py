@@ -7,12 +7,19 @@ import os
 import pytest
 import torch
 
-from pipeline.networks import data as data_module
-from pipeline.config import BatchNormRecoverConfig, DataConfig, FinetuneRecoverConfig, ModelConfig
+from pipeline.fitting.recover import (
+    BatchNormRecoverConfig,
+    FinetuneRecoverConfig,
+    RecoverError,
+    batchnorms,
+    check,
+    recover,
+)
 from pipeline.measurement.instrument import InstrumentedModel
-from pipeline.networks.models import build_model
+from pipeline.networks import data as data_module
+from pipeline.networks.data import DataConfig
+from pipeline.networks.models import ModelConfig, build_model
 from pipeline.predictors import uniform
-from pipeline.fitting.recover import RecoverError, batchnorms, check, recover
 from tests.cli import client, run_pipeline, runs
 
 CPU = torch.device("cpu")

@@ -13,8 +13,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import register, validate
-from pipeline.search import Evaluation, knapsack, refine, run, solve, upgrades
+from pipeline.fitting.operating_points import Evaluation, knapsack, refine, register, run, solve, upgrades
+from pipeline.job.config import validate
 from tests.cli import REPO, runs, store_args
 
 CONF = Path(__file__).resolve().parent.parent / "conf"

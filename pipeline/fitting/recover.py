@@ -15,13 +15,75 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from tqdm import tqdm
 
-from pipeline.config import BatchNormRecoverConfig, DataConfig, FinetuneRecoverConfig, RecoverConfig
 from pipeline.measurement.instrument import InstrumentedModel
+from pipeline.networks.data import DataConfig
+
+
+@dataclass
+class RecoverConfig:
+    """Recovery (contract section 9; conf/recover/<kind>.yaml): none, bn or finetune."""
+
+    kind: str = "none"
+
+
+@dataclass
+class BatchNormRecoverConfig(RecoverConfig):
+    """Re-estimate BatchNorm running statistics with the prediction active, on training-split images."""
+
+    kind: str = "bn"
+    images: int = 2000  # calibration images, spread over the training split
+    batch_size: int = 250
+
+    def __post_init__(self) -> None:
+        if self.images < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"recover.images and recover.batch_size must be >= 1, got {self.images}, {self.batch_size}"
+            )
+
+
+@dataclass
+class FinetuneRecoverConfig(RecoverConfig):
+    """Fine-tune the model with the prediction active in the forward pass, on the training split."""
+
+    kind: str = "finetune"
+    images: Optional[int] = None  # training images, spread over the training split (null: all of them)
+    epochs: float = 1.0  # passes over those images
+    steps: Optional[int] = None  # optimizer steps instead of epochs
+    lr: float = 0.001  # SGD with momentum
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        if self.images is not None and self.images < 1:
+            raise ValueError(f"recover.images must be >= 1 or null (all), got {self.images}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"recover.steps must be >= 1 or null (use recover.epochs), got {self.steps}")
+        if self.steps is None and not self.epochs > 0:
+            raise ValueError(f"recover.epochs must be > 0, got {self.epochs}")
+        if not self.lr > 0 or self.batch_size < 1:
+            raise ValueError(f"recover.lr must be > 0 and recover.batch_size >= 1, got {self.lr}, {self.batch_size}")
+
+
+RECOVER_SCHEMAS = {"none": RecoverConfig, "bn": BatchNormRecoverConfig, "finetune": FinetuneRecoverConfig}
+
+
+def recover_schema(recover: Any) -> RecoverConfig:
+    """The checked schema object of a recover config (a mapping or a schema object)."""
+    if isinstance(recover, RecoverConfig):
+        return recover
+    kind = dict(recover or {}).get("kind", "none")
+    if kind not in RECOVER_SCHEMAS:
+        raise ValueError(f"unknown recover kind {kind!r}; known: {', '.join(RECOVER_SCHEMAS)}")
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RECOVER_SCHEMAS[kind]), dict(recover)))
 
 
 class RecoverError(ValueError):

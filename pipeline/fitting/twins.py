@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import TrackingConfig
 from pipeline.networks.data import (
     DEBIAN_FASHION_MNIST,
     normalize_fashion_mnist,
     read_fashion_mnist,
 )
 from pipeline.networks.fmnist import FMNIST_MEAN, FMNIST_MODELS, FMNIST_STD
+from pipeline.tracking.config import TrackingConfig
 from pipeline.tracking.redact import redact
 from pipeline.tracking.tracker import Tracker
 

@@ -20,24 +20,17 @@ import torchvision
 from omegaconf import DictConfig, OmegaConf
 
 import pipeline
-from pipeline.networks.checks import check_model
-from pipeline.config import PipelineConfig, plain_config, validate
-from pipeline.measurement.counts import layer_metrics, rate_metrics
-from pipeline.networks.data import load_eval_data
+from pipeline.app import plain_config
 from pipeline.errors import PipelineError
-from pipeline.measurement.evaluate import Evaluation, evaluate
+from pipeline.fitting.recover import RecoverError, recover
+from pipeline.fitting.recover import check as check_recovery
+from pipeline.job.config import PipelineConfig, validate
 from pipeline.job.identity import MEASUREMENT_VERSION, identity_extras
+from pipeline.measurement.counts import layer_metrics, rate_metrics
+from pipeline.measurement.evaluate import Evaluation, evaluate
 from pipeline.measurement.instrument import InstrumentedModel
-from pipeline.tracking.keys import (
-    BASELINE_TAG,
-    CONFIG_HASH_TAG,
-    MEASUREMENT_VERSION_TAG,
-    OPERATING_POINT_PARAM,
-    PARENT_RUN_TAG,
-    RECOVER_PARAM,
-    SPLIT_PARAM,
-    SWEEP_TAG,
-)
+from pipeline.networks.checks import check_model
+from pipeline.networks.data import load_eval_data
 from pipeline.networks.layers import PredictableLayer, TraceError, discover_layers, model_conv_macs, resolve_scope
 from pipeline.networks.models import build_model
 from pipeline.predictors import (
@@ -50,8 +43,16 @@ from pipeline.predictors import (
     predicts_nothing,
     resolve_plans,
 )
-from pipeline.fitting.recover import RecoverError, recover
-from pipeline.fitting.recover import check as check_recovery
+from pipeline.tracking.keys import (
+    BASELINE_TAG,
+    CONFIG_HASH_TAG,
+    MEASUREMENT_VERSION_TAG,
+    OPERATING_POINT_PARAM,
+    PARENT_RUN_TAG,
+    RECOVER_PARAM,
+    SPLIT_PARAM,
+    SWEEP_TAG,
+)
 from pipeline.tracking.redact import redact, redact_tree
 from pipeline.tracking.tracker import Tracker, git_commit
 

@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 from pipeline.measurement import kernels
-from pipeline.tracking.keys import CSV_COLUMNS, WINDOW_SIZES, layer_metric
 from pipeline.predictors import NOT_APPLICABLE, KernelSpec, LayerInput, Predictor
+from pipeline.tracking.keys import CSV_COLUMNS, WINDOW_SIZES, layer_metric
 
 MEASURED_KEYS = (
     "acts",

@@ -11,8 +11,8 @@ from tqdm import tqdm
 
 from pipeline.measurement.accuracy import topk_correct
 from pipeline.measurement.counts import LayerCounts
-from pipeline.networks.data import EvalData
 from pipeline.measurement.instrument import InstrumentedModel
+from pipeline.networks.data import EvalData
 
 
 @dataclass

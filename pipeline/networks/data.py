@@ -10,16 +10,52 @@ from __future__ import annotations
 import gzip
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
+from omegaconf import MISSING
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from pipeline.config import DataConfig
 from pipeline.errors import PipelineError
+
+SPLITS = ("test", "calibration", "train")  # the evaluation images; the training split's two disjoint parts
+
+
+@dataclass
+class DataConfig:
+    """Which images to evaluate (conf/data/*.yaml)."""
+
+    name: str = MISSING  # fashion_mnist, imagenet, synthetic
+    split: str = "test"  # test: the evaluation images; calibration, train: the training split's two parts
+    calibration_images: int = 10000  # the training split's held-out part (searches), spread over it
+    root: Optional[str] = None
+    train_root: Optional[str] = None  # imagenet: the training images' class folders (split=train)
+    limit: Optional[int] = None  # evaluate a fixed subset of N images spread over the classes
+    batch_size: int = 256
+    num_workers: int = 0
+    size: int = 512  # synthetic: images in the set
+    num_classes: int = 1000  # synthetic: label range
+    image_size: list[int] = field(default_factory=lambda: [3, 224, 224])  # synthetic: (C, H, W)
+    download: bool = True  # fashion_mnist: fall back to torchvision's download
+    cache: bool = True  # keep preprocessed images in memory for the next job of a sweep
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"data.split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        if self.calibration_images < 1:
+            raise ValueError(f"data.calibration_images must be >= 1, got {self.calibration_images}")
+        if self.limit is not None and self.limit <= 0:
+            raise ValueError(f"data.limit must be a positive number of images or null (all), got {self.limit}")
+        if self.batch_size <= 0:
+            raise ValueError(f"data.batch_size must be >= 1, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.size < 1 or self.num_classes < 1:
+            raise ValueError(f"data.size and data.num_classes must be >= 1, got {self.size} and {self.num_classes}")
 
 DEBIAN_FASHION_MNIST = Path(os.environ.get("CNP_FASHION_MNIST_SYSTEM_DIR", "/usr/share/datasets/fashion-mnist"))
 FMNIST_TEST = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

@@ -8,14 +8,30 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional
 
 import torch
 import torchvision
+from omegaconf import MISSING
 from torch import nn
 
-from pipeline.config import ModelConfig
 from pipeline.errors import PipelineError
+
+
+@dataclass
+class ModelConfig:
+    """Which network to evaluate (conf/model/*.yaml)."""
+
+    name: str = MISSING  # registry name: alexnet, vgg16, resnet18, *_fmnist, custom
+    weights: Optional[str] = None  # torchvision weights enum name (IMAGENET1K_V1) or null = random init
+    checkpoint: Optional[str] = None  # a state_dict file, loaded with weights_only=True
+    target: Optional[str] = None  # custom factory "package.module:function"
+    _target_: Optional[str] = None  # the same, Hydra's spelling "package.module.function"
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the factory
+    input_size: list[int] = field(default_factory=lambda: [3, 224, 224])  # (C, H, W)
+    num_classes: int = 1000
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 TORCHVISION_MODELS = ("alexnet", "vgg16", "resnet18")

@@ -19,8 +19,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.config import TrackingConfig
 from pipeline.errors import PipelineError
+from pipeline.tracking.config import TrackingConfig
 from pipeline.tracking.redact import redact
 
 _OPEN: dict[str, tuple[Any, str, str, Any]] = {}  # parent run id -> (tracker, run id, sweep dir, heartbeat)

@@ -22,9 +22,9 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
-from pipeline.tracking import claims
-from pipeline.config import TrackingConfig
 from pipeline.errors import Interrupted  # noqa: F401 (re-exported)
+from pipeline.tracking import claims
+from pipeline.tracking.config import TrackingConfig
 from pipeline.tracking.interrupts import deferred
 from pipeline.tracking.keys import CONFIG_HASH_TAG, PARENT_RUN_TAG, PARENT_TAG, SWEEP_TAG  # noqa: F401 (re-exported)
 from pipeline.tracking.store import StoreError, check_store, store_lock

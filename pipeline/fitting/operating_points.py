@@ -1,0 +1,499 @@
+"""Operating points: the most net MACs saved within a top-1 budget, found layer by layer (contract section 9).
+
+    python -m pipeline.search model=alexnet_fmnist search.budget=0.5
+
+Every choice is made on a *calibration* set: ``search.calibration`` images of the training split's
+held-out part (``data.split=calibration``, disjoint from the part recovery and predictor training fit
+on); the evaluation images are read once, at the end, to evaluate what was chosen. Steps, each
+evaluation an ordinary tracked job run (``pipeline.job.runner.run``) under one parent run of the search:
+
+1. the baseline on calibration (nothing predicted);
+2. for every layer and every candidate setting (``search.candidates``: kinds, windows, patterns,
+   thresholds), that layer alone predicted: its net MAC saving and its top-1 drop;
+3. the per-layer table that maximizes the summed net saving with the summed drop within the budget
+   (each layer one candidate or off; a multiple-choice knapsack, solved exactly on drops counted in
+   images);
+4. the table checked on calibration as a whole and corrected: the knapsack's budget is scaled down
+   while the check exceeds the real budget and up while it stays within it (``search.rounds``
+   checks); the best table that met the budget is kept;
+5. that table refined greedily: single-layer upgrades (a candidate that saves more at its layer),
+   cheapest measured drop per added saving first, each checked as a whole on calibration and kept
+   when the table then saves more within the budget (``search.refine`` checks);
+6. that table and the baseline evaluated on the evaluation images.
+
+The top-level ``recover`` applies to the checks and the final evaluation, and to the per-layer
+measurements when ``search.measure_recover`` is true (BatchNorm re-estimation is cheap there;
+fine-tuning is not). Rerunning a search reuses every finished run. The result is an operating
+point preset (``conf/operating_point/<name>.yaml`` format) written to ``search.out`` and logged as
+an artifact of the parent run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from pipeline.app import plain_config, validate_as
+from pipeline.errors import PipelineError
+from pipeline.job.config import PipelineConfig
+from pipeline.job.config import register as register_job
+from pipeline.job.runner import HydraJob
+from pipeline.job.runner import run as run_job
+from pipeline.tracking.keys import SEARCH_TAG
+
+
+class SearchError(PipelineError):
+    """Bad search settings; the message says what to do."""
+
+
+
+OPERATING_POINTS = Path("outputs/conf/operating_point")  # pipeline.search's presets, on the config search path
+
+
+@dataclass
+class SearchConfig:
+    """``search.*`` of ``python -m pipeline.search`` (conf/search.yaml)."""
+
+    budget: float = 0.5  # top-1 points the operating point may lose on calibration
+    calibration: int = 10000  # calibration images, spread over the training split
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # per-layer settings to try
+    measure_recover: bool = True  # the recovery also in the per-layer measurements
+    rounds: int = 6  # checks of the combined table on calibration
+    refine: int = 12  # greedy single-layer upgrades of the checked table, each checked on calibration
+    name: Optional[str] = None  # null: <model>-b<budget>, plus -<recover kind> when it recovers
+    out: Optional[str] = None  # null: outputs/conf/operating_point/<name>.yaml (operating_point=<name>)
+    force: bool = False  # rerun evaluations that already have a FINISHED run
+
+    def __post_init__(self) -> None:
+        if not self.budget >= 0:
+            raise ValueError(f"search.budget must be >= 0 top-1 points, got {self.budget}")
+        if self.refine < 0:
+            raise ValueError(f"search.refine must be >= 0 checks (0: no refinement), got {self.refine}")
+        if self.calibration < 1 or self.rounds < 1:
+            raise ValueError(
+                f"search.calibration and search.rounds must be >= 1, got {self.calibration}, {self.rounds}"
+            )
+        if not self.candidates:
+            raise ValueError(
+                "search.candidates is empty: give per-layer settings to try, e.g. {kind: tile, window: 3}"
+            )
+        from pipeline.predictors import LayerSetting, layer_setting
+
+        for number, candidate in enumerate(self.candidates):
+            setting = layer_setting(candidate, f"search.candidates[{number}]")
+            if setting.kind is None:
+                raise ValueError(f"search.candidates[{number}] needs a kind (tile, learned, ...): {candidate}")
+            assert isinstance(setting, LayerSetting)
+
+
+@dataclass
+class SearchAppConfig(PipelineConfig):
+    """``python -m pipeline.search``: the pipeline's keys (model, data, recover, tracking) and ``search``."""
+
+    search: SearchConfig = MISSING  # conf/search.yaml
+
+
+def register() -> None:
+    """The job's schemas and ``search_schema`` (conf/search.yaml) in Hydra's ConfigStore."""
+    register_job()
+    ConfigStore.instance().store(name="search_schema", node=SearchAppConfig)
+
+
+@dataclass
+class Evaluation:
+    """What one tracked run measured."""
+
+    run_id: str
+    top1: float
+    images: int
+    net_mac_saving: float
+    layer_net_saving: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def correct(self) -> int:
+        return round(self.top1 * self.images)
+
+    def saving_at(self, layer: str) -> float:
+        """The net saving at ``layer`` (a run predicting that layer alone: its own saving)."""
+        return self.layer_net_saving.get(layer, self.net_mac_saving)
+
+
+@dataclass
+class SearchResult:
+    name: str
+    table: dict[str, dict[str, Any]]  # layer name -> setting ({"kind": "none"} when off)
+    calibration: dict[str, float]  # top1_drop, net_mac_saving
+    test: dict[str, float]
+    parent_run: str
+    path: Path
+
+
+def job_config(cfg: DictConfig, predictor: dict[str, Any], split: str, limit: int | None, recover: bool,
+               layer: str = "all") -> DictConfig:  # fmt: skip
+    """A pipeline job's config from the search's: its model, data, seed, tracking; the given predictor."""
+    plain = plain_config(cfg)
+    search = plain.pop("search")
+    plain.pop("hydra", None)
+    plain.pop("operating_point", None)
+    plain["predictor"] = predictor
+    plain["window"] = 1
+    plain["layer"] = layer
+    plain["data"] = {**plain["data"], "split": split, "limit": limit}
+    if not recover:
+        plain["recover"] = {"kind": "none"}
+    plain["force"] = bool(search.get("force", False))
+    return OmegaConf.create(plain)
+
+
+class Search:
+    """One search: the evaluations it runs (tracked, reused when done) and its bookkeeping."""
+
+    def __init__(self, cfg: DictConfig, config: SearchAppConfig) -> None:
+        from pipeline.tracking.tracker import Tracker
+
+        self.cfg, self.config, self.search = cfg, config, config.search
+        self.tracker = Tracker(config.tracking)
+        candidates = hashlib.sha256(json.dumps(self.search.candidates, sort_keys=True).encode()).hexdigest()[:8]
+        recover = config.recover.kind
+        self.key = (f"search:{config.model.name}:b{self.search.budget:g}:n{self.search.calibration}:s{config.seed}"
+                    f":r{recover}:c{candidates}:m{int(self.search.measure_recover)}"
+                    f":g{self.search.refine}")  # fmt: skip
+        self.name = self.search.name or f"{config.model.name}-b{self.search.budget:g}" + (
+            f"-{recover}" if recover != "none" else ""
+        )
+        tags = {SEARCH_TAG: "true", "model": config.model.name, "operating_point": self.name,
+                "budget": f"{self.search.budget:g}", "calibration": str(self.search.calibration)}  # fmt: skip
+        closed = self.tracker.close_stale()
+        if closed:
+            print(f"closed {len(closed)} run(s) left RUNNING by processes that are gone, as KILLED", flush=True)
+        self.parent = self.tracker.start_parent(self.key, f"search {self.name}", tags)
+        self.evaluations = 0
+
+    def evaluate(self, predictor: dict[str, Any], split: str = "calibration", recover: bool = True,
+                 layer: str = "all", point: bool = False) -> Evaluation:  # fmt: skip
+        """One tracked evaluation; ``point``: it is the operating point (its run names the preset)."""
+        limit = self.search.calibration if split == "calibration" else self.config.data.limit
+        cfg = job_config(self.cfg, predictor, split, limit, recover, layer)
+        if point:
+            cfg.operating_point = {"name": self.name, "model": self.config.model.name, "budget": self.search.budget}
+        for _attempt in range(2):
+            try:
+                result = run_job(cfg, HydraJob(sweep=self.key, number=self.evaluations))
+            except PipelineError as exc:
+                raise SearchError(str(exc)) from None
+            if self.wait(result.run_id):
+                break
+        else:
+            raise SearchError(
+                f"run {result.run_id} did not finish twice: look at it in MLflow, then rerun the search"
+            )
+        self.evaluations += 1
+        return self.read(result.run_id)
+
+    def wait(self, run_id: str, poll_s: float = 5.0) -> bool:
+        """Whether ``run_id`` ended FINISHED, waiting while another process still evaluates it."""
+        said = False
+        while (status := self.tracker.client.get_run(run_id).info.status) == "RUNNING":
+            if not said:
+                print(f"[search {self.name}] waiting for run {run_id}: another process evaluates it", flush=True)
+                said = True
+            time.sleep(poll_s)
+        return status == "FINISHED"
+
+    def read(self, run_id: str) -> Evaluation:
+        run = self.tracker.client.get_run(run_id)
+        metrics = run.data.metrics
+        layers = {
+            k.split("/")[1]: v for k, v in metrics.items() if k.startswith("layer/") and k.endswith("/net_mac_saving")
+        }
+        return Evaluation(run_id, metrics["top1"], int(metrics["images"]), metrics["net_mac_saving"], layers)
+
+
+def candidate_label(candidate: dict[str, Any]) -> str:
+    parts = [candidate["kind"]] + [f"{k}={v}" for k, v in candidate.items() if k != "kind"]
+    return " ".join(parts)
+
+
+def knapsack(options: list[list[tuple[int, float, int]]], budget: int) -> list[int]:
+    """Per group, the index of one option (drop in images >= 0, saving, option index) maximizing the
+    summed saving with the summed drop <= budget. Every group has option 0 = off (0, 0.0)."""
+    best = [0.0] + [-math.inf] * budget  # best saving at exactly this drop
+    choice: list[list[int]] = [[] for _ in range(budget + 1)]
+    for group in options:
+        new = [-math.inf] * (budget + 1)
+        new_choice: list[list[int]] = [[] for _ in range(budget + 1)]
+        for used in range(budget + 1):
+            if best[used] == -math.inf:
+                continue
+            for drop, saving, index in group:
+                total = used + drop
+                if total <= budget and best[used] + saving > new[total]:
+                    new[total] = best[used] + saving
+                    new_choice[total] = [*choice[used], index]
+        best, choice = new, new_choice
+    top = max(range(budget + 1), key=lambda used: best[used])
+    return choice[top]
+
+
+def solve(measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation, allowed: int) -> dict[str, dict]:
+    """The per-layer table of the best knapsack within ``allowed`` images of drop."""
+    names = list(measured)
+    options = []
+    for name in names:
+        group = [(0, 0.0, -1)]
+        for index, (_candidate, evaluation) in enumerate(measured[name]):
+            saving = evaluation.saving_at(name)
+            if saving > 0:
+                group.append((max(0, base.correct - evaluation.correct), saving, index))
+        options.append(group)
+    chosen = knapsack(options, max(0, allowed))
+    table = {}
+    for name, index in zip(names, chosen, strict=True):
+        table[name] = {"kind": "none"} if index < 0 else dict(measured[name][index][0])
+    return table
+
+
+def run(cfg: DictConfig) -> SearchResult:
+    """The whole search; returns the operating point and its numbers. Its parent run ends FINISHED
+    with the result, FAILED on an error and KILLED on an interruption."""
+    from pipeline.errors import Interrupted
+
+    config = validate(cfg)
+    session = Search(cfg, config)
+    try:
+        return search_within_budget(session)
+    except (KeyboardInterrupt, Interrupted):
+        session.tracker.end(session.parent, "KILLED")
+        raise
+    except BaseException:
+        session.tracker.end(session.parent, "FAILED")
+        raise
+
+
+def search_within_budget(session: Search) -> SearchResult:
+    """Steps 1-6 of the module docstring."""
+    config, search = session.config, session.config.search
+    started = time.perf_counter()
+    say = lambda text: print(f"[search {session.name}] {text}", flush=True)  # noqa: E731
+    say(
+        f"budget {search.budget:g} top-1 points on {search.calibration} calibration images (the training "
+        "split's held-out part)"
+    )
+    base = session.evaluate({"kind": "none"}, recover=False)
+    allowed = math.floor(search.budget / 100 * base.images + 1e-9)
+    say(f"baseline on calibration: top-1 {100 * base.top1:.2f} %; the budget is {allowed} images")
+
+    layers = layer_names(config)
+    measured: dict[str, list[tuple[dict, Evaluation]]] = {name: [] for name in layers}
+    total = len(layers) * len(search.candidates)
+    for index, name in enumerate(layers):
+        for candidate in search.candidates:
+            entry = dict(candidate)
+            evaluation = session.evaluate(
+                {"kind": "none", "layers": {name: entry}}, recover=search.measure_recover, layer="all"
+            )
+            measured[name].append((entry, evaluation))
+            done = index * len(search.candidates) + len(measured[name])
+            saving = evaluation.saving_at(name)
+            say(f"[{done}/{total}] layer {index} ({name}) {candidate_label(entry)}: net saving {100 * saving:.2f} %, "
+                f"drop {base.correct - evaluation.correct} images")  # fmt: skip
+
+    best: tuple[dict, Evaluation] | None = None
+    low, high, scale = None, None, 1.0  # knapsack budget scales known to fit / to exceed
+    for round_ in range(search.rounds):
+        table = solve(measured, base, math.floor(allowed * scale))
+        check = session.evaluate(operating_predictor(table))
+        drop = base.correct - check.correct
+        fits = drop <= allowed
+        verdict = "within" if fits else "over"
+        say(f"check {round_ + 1}/{search.rounds} (knapsack budget x{scale:.3g}): net saving "
+            f"{100 * check.net_mac_saving:.2f} %, drop {drop} images: {verdict} the budget")  # fmt: skip
+        if fits and (best is None or check.net_mac_saving > best[1].net_mac_saving):
+            best = (table, check)
+        low, high = (scale, high) if fits else (low, scale)
+        if high is None:
+            scale *= 2
+        elif low is None:
+            scale /= 2
+        else:
+            scale = (low + high) / 2
+    if best is None:  # nothing fit: refine from predicting nothing
+        say("no checked table met the budget: starting the refinement from predicting nothing")
+        best = ({name: {"kind": "none"} for name in layers}, base)
+    table, check = refine(session, measured, base, allowed, best, say)
+    test_base = session.evaluate({"kind": "none"}, split="test", recover=False)
+    test = session.evaluate(operating_predictor(table), split="test", point=True)
+    result = SearchResult(
+        session.name, table,
+        {"top1_drop": base.top1 - check.top1, "net_mac_saving": check.net_mac_saving, "run_id": check.run_id},
+        {"top1_drop": test_base.top1 - test.top1, "net_mac_saving": test.net_mac_saving, "run_id": test.run_id},
+        session.parent, destination(config, session.name),
+    )  # fmt: skip
+    write(result, config)
+    log(session, result, time.perf_counter() - started)
+    say(summary(result, time.perf_counter() - started))
+    return result
+
+
+def layer_saving(measured: dict[str, list[tuple[dict, Evaluation]]], name: str, setting: dict[str, Any]) -> float:
+    """The net saving ``setting`` measured at layer ``name`` alone (0 when off)."""
+    for entry, evaluation in measured[name]:
+        if entry == setting:
+            return evaluation.saving_at(name)
+    return 0.0
+
+
+def upgrades(measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation, allowed: int,
+             table: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:  # fmt: skip
+    """Every (layer, candidate) that saves more at its layer than the table's setting there and alone
+    fits the budget, cheapest gain first: by added saving per image of measured drop (plus one)."""
+    found = []
+    for name, options in measured.items():
+        current = layer_saving(measured, name, table[name])
+        for entry, evaluation in options:
+            saving = evaluation.saving_at(name)
+            drop = base.correct - evaluation.correct
+            if saving > current and drop <= allowed:
+                found.append(((saving - current) / (1 + max(0, drop)), name, entry))
+    found.sort(key=lambda item: -item[0])
+    return [(name, entry) for _ratio, name, entry in found]
+
+
+def refine(session: Search, measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation, allowed: int,
+           best: tuple[dict, Evaluation], say) -> tuple[dict, Evaluation]:  # fmt: skip
+    """Step 5: greedy upgrades of the best checked table, one layer at a time, each checked as a whole on
+    calibration and kept when it saves more within the budget (``search.refine`` checks at most)."""
+    table, check = best
+    tries = 0
+    for name, entry in upgrades(measured, base, allowed, table):
+        if tries >= session.search.refine:
+            break
+        if layer_saving(measured, name, entry) <= layer_saving(measured, name, table[name]):
+            continue  # an earlier upgrade of this layer saves as much
+        trial = {**table, name: dict(entry)}
+        evaluation = session.evaluate(operating_predictor(trial))
+        tries += 1
+        drop = base.correct - evaluation.correct
+        kept = drop <= allowed and evaluation.net_mac_saving > check.net_mac_saving
+        verdict = "kept" if kept else "dropped"
+        say(f"refine {tries}/{session.search.refine}: {name} {candidate_label(entry)}: net saving "
+            f"{100 * evaluation.net_mac_saving:.2f} %, drop {drop} images: {verdict}")  # fmt: skip
+        if kept:
+            table, check = trial, evaluation
+    return table, check
+
+
+def operating_predictor(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The predictor of an operating point: nothing by default, the table's settings per layer."""
+    return {"kind": "none", "layers": {name: dict(entry) for name, entry in table.items() if entry["kind"] != "none"}}
+
+
+def layer_names(config: SearchAppConfig) -> list[str]:
+    """The model's predictable layers, in index order."""
+    from pipeline.networks.layers import discover_layers
+    from pipeline.networks.models import build_model
+
+    return [layer.name for layer in discover_layers(build_model(config.model))]
+
+
+def destination(config: SearchAppConfig, name: str) -> Path:
+    """search.out, or outputs/conf/operating_point/<name>.yaml: on conf/config.yaml's search path, so
+    ``operating_point=<name>`` finds it."""
+    return Path(config.search.out) if config.search.out else OPERATING_POINTS / f"{name}.yaml"
+
+
+def preset(result: SearchResult, config: SearchAppConfig) -> str:
+    """The operating point as a config-group file (conf/operating_point/<name>.yaml)."""
+    search = config.search
+    recover = {k: v for k, v in vars(config.recover).items()}
+    lines = [
+        "# @package _global_",
+        f"# Operating point {result.name}: found by `{search_command(config)}`",
+        f"# on {search.calibration} calibration images of the training split.",
+        f"# Calibration: top-1 drop {100 * result.calibration['top1_drop']:.2f} points, net MAC saving "
+        f"{100 * result.calibration['net_mac_saving']:.1f} %. Evaluation images: top-1 drop "
+        f"{100 * result.test['top1_drop']:.2f} points, net MAC saving {100 * result.test['net_mac_saving']:.1f} %.",
+        f"#   python -m pipeline model={config.model.name} operating_point={result.name}",
+        "defaults:",
+        "  - override /predictor: none",
+        f"  - override /recover: {config.recover.kind}",
+        "",
+        "operating_point:",
+        f"  name: {result.name}",
+        f"  model: {config.model.name}",
+        f"  budget: {search.budget:g}",
+        "predictor:",
+        "  layers:",
+    ]
+    for name, entry in operating_predictor(result.table)["layers"].items():
+        flow = json.dumps(entry).replace('"', "")  # a YAML flow mapping: {kind: tile, window: 3, ...}
+        lines.append(f"    {name}: {flow}")
+    if not operating_predictor(result.table)["layers"]:
+        lines[-1] = "  layers: {}"
+    if len(recover) > 1:
+        lines.append("recover:")
+        lines += [f"  {k}: {'null' if v is None else v}" for k, v in recover.items() if k != "kind"]
+    return "\n".join(lines) + "\n"
+
+
+def search_command(config: SearchAppConfig) -> str:
+    """The command line of this search (its Hydra overrides), or the keys that made it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("tracking.", "hydra."))]
+    else:
+        overrides = [f"model={config.model.name}", f"search.budget={config.search.budget:g}"]
+    return " ".join(["python -m pipeline.search", *overrides])
+
+
+def write(result: SearchResult, config: SearchAppConfig) -> None:
+    result.path.parent.mkdir(parents=True, exist_ok=True)
+    partial = result.path.with_name(f".{result.path.name}.partial")
+    partial.write_text(preset(result, config))
+    os.replace(partial, result.path)
+
+
+def log(session: Search, result: SearchResult, seconds: float) -> None:
+    """The result as the parent run's metrics and artifact; the parent ends FINISHED."""
+    from mlflow.entities import Metric
+    from mlflow.utils.time import get_current_time_millis
+
+    now = get_current_time_millis()
+    metrics = {"calibration/top1_drop": result.calibration["top1_drop"],
+               "calibration/net_mac_saving": result.calibration["net_mac_saving"],
+               "test/top1_drop": result.test["top1_drop"], "test/net_mac_saving": result.test["net_mac_saving"],
+               "evaluations": session.evaluations, "search_seconds": seconds}  # fmt: skip
+    client = session.tracker.client
+    client.log_batch(session.parent, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    client.log_artifact(session.parent, str(result.path))
+    session.tracker.end(session.parent, "FINISHED")
+
+
+def summary(result: SearchResult, seconds: float) -> str:
+    on = {name: entry for name, entry in result.table.items() if entry["kind"] != "none"}
+    rows = "; ".join(f"{name}: {candidate_label(entry)}" for name, entry in on.items()) or "every layer off"
+    return (
+        f"operating point {result.name}: {rows}\n"
+        f"  calibration: net MAC saving {100 * result.calibration['net_mac_saving']:.1f} %, top-1 drop "
+        f"{100 * result.calibration['top1_drop']:.2f} points\n"
+        f"  evaluation images: net MAC saving {100 * result.test['net_mac_saving']:.1f} %, top-1 drop "
+        f"{100 * result.test['top1_drop']:.2f} points\n"
+        f"  written to {result.path} ({seconds / 60:.1f} min)"
+    )
+
+
+def validate(cfg: DictConfig) -> SearchAppConfig:
+    try:
+        return validate_as(cfg, SearchAppConfig)
+    except ValueError as exc:
+        raise SearchError(str(exc)) from None

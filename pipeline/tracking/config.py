@@ -1,0 +1,23 @@
+"""``tracking:``: where runs are recorded (conf/tracking/*.yaml); the analysis stage reads the same store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TrackingConfig:
+    """Where runs are recorded; the analysis stage reads the same keys."""
+
+    uri: str = "sqlite:///outputs/mlflow.db"
+    experiment: str = "cross-neuron-prediction"
+    artifacts: str = "outputs/mlartifacts"  # artifact root of experiments this project creates
+
+    def __post_init__(self) -> None:
+        if "://" not in self.uri:  # a plain path would be MLflow's refused file store
+            raise ValueError(
+                f"tracking.uri={self.uri!r} is not a tracking URI: use sqlite:///PATH.db (the default store), "
+                "or http://HOST:PORT of an `mlflow server`"
+            )
+        if not self.experiment.strip():
+            raise ValueError("tracking.experiment must be a name, e.g. tracking.experiment=cross-neuron-prediction")
