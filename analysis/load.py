@@ -34,6 +34,9 @@ from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.tracking import MlflowClient
 
 from analysis.config import AnalysisConfig, AnalysisError
+from pipeline.tracking.client import resolve_uri as resolve_tracking_uri
+from pipeline.tracking.client import search_all
+from pipeline.tracking.config import TrackingConfig
 from pipeline.tracking.keys import (
     ANALYSIS_TAG,
     BASELINE_TAG,
@@ -57,21 +60,16 @@ SETTING = (*MODEL_SETTING, *PREDICTOR_SETTING)  # one curve of a figure: all but
 LEGACY_PATTERNS = ("diagonal", "anti_diagonal")  # param `predictor` before the predictor family
 PAPER_ORDER = ("alexnet", "vgg16", "resnet18")
 DISPLAY_NAMES = {"alexnet": "AlexNet", "vgg16": "VGG-16", "resnet18": "ResNet-18"}
-DEFAULT_URI = "sqlite:///outputs/mlflow.db"  # conf/analysis.yaml; only used to shorten hints
-DEFAULT_EXPERIMENT = "cross-neuron-prediction"
+DEFAULT_URI = TrackingConfig.uri  # conf/tracking/local.yaml; only used to shorten hints
+DEFAULT_EXPERIMENT = TrackingConfig.experiment
 
 
 def resolve_uri(uri: str) -> str:
-    """A tracking URI with a relative SQLite path made absolute (as the pipeline resolves it)."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(Path(uri[len(prefix) :]).resolve())
-    if "://" not in uri:
-        raise AnalysisError(
-            f"tracking.uri={uri!r} is not a tracking URI: use sqlite:///PATH.db (the pipeline's store) "
-            "or http://HOST:PORT of an `mlflow server`"
-        )
-    return uri
+    """A tracking URI as MLflow gets it (as the pipeline resolves it); AnalysisError when it is none."""
+    try:
+        return resolve_tracking_uri(uri)
+    except StoreError as exc:
+        raise AnalysisError(str(exc)) from None
 
 
 def pipeline_hint(config: AnalysisConfig, *overrides: str) -> str:
@@ -115,16 +113,7 @@ def open_store(config: AnalysisConfig) -> tuple[MlflowClient, str]:
 
 def finished_runs(client: MlflowClient, experiment_id: str) -> list[Run]:
     """Every FINISHED run of the experiment (all pages)."""
-    found: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs(
-            [experiment_id], filter_string="attributes.status = 'FINISHED'", max_results=1000, page_token=token
-        )
-        found.extend(page)
-        token = page.token
-        if not token:
-            return found
+    return search_all(client, experiment_id, "attributes.status = 'FINISHED'")
 
 
 def job_row(run: Run) -> dict[str, object] | None:
@@ -309,8 +298,9 @@ def _quiet_downloads() -> Iterator[None]:
 def with_layer_index(client: MlflowClient, frame: pd.DataFrame) -> pd.DataFrame:
     """Adds ``layer_index`` and ``layer_name`` to runs with one layer in scope (layer != all).
 
-    The index order comes from the ``layers.csv`` of one run of the same model; without one, the
-    layer names in that model's ``layer/<name>/...`` metrics are taken in sorted order.
+    The index order comes from the ``layers.csv`` of one run of the same model. Without one it is
+    not known (the metrics' names do not give it: sorted, ``features.10`` would precede ``features.3``),
+    so that is an error naming the fix.
     """
     frame = frame.copy()
     frame["layer_index"] = pd.array([pd.NA] * len(frame), dtype="Int64")
@@ -322,9 +312,11 @@ def with_layer_index(client: MlflowClient, frame: pd.DataFrame) -> pd.DataFrame:
             if names:
                 break
         if not names:
-            columns = [c for c in frame.columns if c.startswith("layer/") and c.endswith("/sparsity")]
-            named = frame.loc[frame["model"] == model, columns].dropna(axis=1, how="all").columns
-            names = sorted(c[len("layer/") : -len("/sparsity")] for c in named)
+            raise AnalysisError(
+                f"no run of {model} has its layers.csv artifact, so the order of its layers (the per-layer "
+                "figure's x axis) is unknown: point the analysis at the artifact store the runs were logged "
+                f"with, or rerun one job of the model (python -m pipeline model={model} force=true)"
+            )
         for index, layer in group["layer"].items():
             if layer in names:
                 position = names.index(layer)

@@ -6,7 +6,6 @@ the filters and the best-window threshold, and it ends FINISHED only once every 
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,21 +13,7 @@ from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
 from analysis.load import ANALYSIS_TAG
-
-
-def ensure_experiment(client: MlflowClient, uri: str, name: str, artifacts: str) -> str:
-    """The experiment's id, creating it with the pipeline's artifact location when it is missing."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = (Path(artifacts).resolve() / name).as_uri() if uri.startswith("sqlite:") else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except Exception:  # created concurrently in the meantime
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+from pipeline.tracking.client import git_commit
 
 
 def log_analysis_run(
@@ -52,19 +37,3 @@ def log_analysis_run(
         raise
     client.set_terminated(run_id, "FINISHED")
     return run_id
-
-
-def git_commit() -> str:
-    """The checkout's commit (with -dirty for local changes), or 'unknown'."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, timeout=10,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return commit + ("-dirty" if dirty else "")

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from analysis.config import AnalysisConfig, AnalysisError, validate
 from analysis.load import load_runs, load_searches, open_store, pipeline_hint, resolve_uri, with_layer_index
-from analysis.record import ensure_experiment, log_analysis_run
+from analysis.record import log_analysis_run
 from analysis.summary import (
     markdown,
     missing_baselines,
@@ -32,6 +32,7 @@ from analysis.summary import (
     with_baseline,
     write_summary,
 )
+from pipeline.tracking.client import ensure_experiment
 
 RUN_COLUMNS = ("run_id", "start_time", "config_hash", "sweep", "model", "data", "window", "layer", "limit",
                "seed", "split", "predictor", "pattern", "threshold", "layers", "recover", "baseline", "setting",

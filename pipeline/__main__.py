@@ -34,7 +34,8 @@ def main(cfg: DictConfig) -> float | None:
     except BaseException:
         _write_result(job, "failed", None)
         raise
-    return None if result is None else 0.0
+    objective = cfg.get("objective")  # validated by run(): a run metric, or null
+    return None if objective is None else result.metrics.get(objective)
 
 
 def cli(restore_signals: bool = True) -> int:

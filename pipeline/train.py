@@ -1,81 +1,93 @@
 """Train the Fashion-MNIST twins of ``pipeline.networks.fmnist`` again (the training: ``pipeline.fitting.twins``).
 
-    python -m pipeline.train --model vgg16_fmnist [--epochs N] [--seed S] [--out PATH | --replace-shipped]
-                             [--tracking-uri URI] [--experiment NAME] [--data-root DIR]
+usage: python -m pipeline.train model=vgg16_fmnist [epochs=N] [seed=S] [out=PATH | replace_shipped=true]
+                                [tracking.uri=URI] [tracking.experiment=NAME] [data.root=DIR] [log_run=false]
 
 The checkpoint goes to outputs/checkpoints/<model>.pt (use it with model.checkpoint=PATH); only
---replace-shipped overwrites the shipped pipeline/checkpoints/<model>.pt that the model configs load.
-An epoch takes 0.5-3 minutes on 2 CPU cores (per-model epochs: MODEL_DEFAULTS). This module imports
-neither torch nor mlflow until the arguments are parsed, so --help answers at once.
+replace_shipped=true overwrites the shipped pipeline/checkpoints/<model>.pt that the model configs load.
+An epoch takes 0.5-3 minutes on 2 CPU cores (per-model epochs: pipeline.fitting.twins.MODEL_DEFAULTS).
+Every key is in conf/train.yaml; the groups are the other entry points' (model, data, tracking).
+
+The flags of the earlier command line still work and mean the same keys: --model M, --epochs N,
+--seed S, --lr X, --weight-decay X, --batch-size N, --label-smoothing X, --grad-clip X, --threads N,
+--data-root DIR, --out PATH, --replace-shipped, --tracking-uri URI, --experiment NAME,
+--artifacts DIR, --no-mlflow, --train-limit N. --help answers without importing torch.
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"  # what conf/model/*_fmnist.yaml load
-OUT_DIR = Path("outputs/checkpoints")  # relative to the working directory, like the other outputs
-
-# Per-model defaults (chosen so each model reaches >= 91 % test top-1 in a few CPU epochs).
-MODEL_DEFAULTS: dict[str, dict[str, float | int]] = {
-    "alexnet_fmnist": {"epochs": 16, "lr": 0.04, "weight_decay": 5e-4},
-    "vgg16_fmnist": {"epochs": 15, "lr": 0.02, "weight_decay": 5e-4},
-    "resnet18_fmnist": {"epochs": 10, "lr": 0.1, "weight_decay": 5e-4},
-}
+FLAGS = {  # the earlier argparse flags -> the Hydra keys they set
+    "--model": "model", "--epochs": "epochs", "--seed": "seed", "--lr": "lr", "--weight-decay": "weight_decay",
+    "--batch-size": "batch_size", "--label-smoothing": "label_smoothing", "--grad-clip": "grad_clip",
+    "--threads": "threads", "--data-root": "data.root", "--out": "out", "--tracking-uri": "tracking.uri",
+    "--experiment": "tracking.experiment", "--artifacts": "tracking.artifacts", "--train-limit": "train_limit",
+}  # fmt: skip
+SWITCHES = {"--replace-shipped": "replace_shipped=true", "--no-mlflow": "log_run=false"}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m pipeline.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--model", required=True, choices=sorted(MODEL_DEFAULTS))
-    p.add_argument("--epochs", type=int, default=None, help="default: per-model (MODEL_DEFAULTS)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=None, help="peak LR of the one-cycle schedule")
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--grad-clip", type=float, default=5.0, help="max grad norm (0: off)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument(
-        "--data-root", type=Path, default=None, help="default: /usr/share/datasets/fashion-mnist (Debian's)"
-    )
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--out", type=Path, default=None, help=f"default: {OUT_DIR}/<model>.pt")
-    where.add_argument(
-        "--replace-shipped",
-        action="store_true",
-        help=f"write {SHIPPED_DIR.parent.name}/{SHIPPED_DIR.name}/<model>.pt, the checkpoint the model configs load",
-    )
-    p.add_argument("--tracking-uri", default="sqlite:///outputs/mlflow.db")
-    p.add_argument("--experiment", default="fmnist-training")
-    p.add_argument(
-        "--artifacts",
-        default="outputs/mlartifacts",
-        help="artifact root when the experiment is created (as tracking.artifacts)",
-    )
-    p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
-    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
-    args = p.parse_args(argv)
-    defaults = MODEL_DEFAULTS[args.model]
-    if args.epochs is None:
-        args.epochs = int(defaults["epochs"])
-    if args.lr is None:
-        args.lr = float(defaults["lr"])
-    if args.weight_decay is None:
-        args.weight_decay = float(defaults["weight_decay"])
-    if args.out is None:
-        args.out = (SHIPPED_DIR if args.replace_shipped else OUT_DIR) / f"{args.model}.pt"
-    return args
+class FlagError(ValueError):
+    """A flag of the earlier command line without its value, or one that never existed."""
 
 
-def main(argv: list[str] | None = None) -> float:
-    args = parse_args(argv)
-    from pipeline.fitting.twins import run_training  # torch and mlflow: only once the arguments are good
+def overrides(argv: list[str]) -> list[str]:
+    """``argv`` with the earlier flags (``--epochs 3``, ``--epochs=3``) as the Hydra overrides they mean."""
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        flag, equals, value = arg.partition("=")
+        if flag in SWITCHES and not equals:
+            out.append(SWITCHES[flag])
+        elif flag in FLAGS:
+            if not equals:
+                value = next(args, None)
+                if value is None:
+                    raise FlagError(f"{flag} needs a value, e.g. {flag} 3 (or the key: {FLAGS[flag]}=3)")
+            out.append(f"{FLAGS[flag]}={value}")
+        elif arg.startswith("--") and not arg.startswith("--hydra") and arg not in ("--cfg", "--info", "--resolve"):
+            known = ", ".join([*FLAGS, *SWITCHES])
+            raise FlagError(f"unknown flag {arg}: use a key of conf/train.yaml (epochs=3), or one of {known}")
+        else:
+            out.append(arg)
+    return out
 
-    return run_training(args)
+
+def cli(argv: list[str] | None = None) -> int:
+    """Bad input is one ``error:`` line and exit 2; the training's top-1 is printed by the training."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(__doc__)
+        return 0
+    try:
+        hydra_args = overrides(argv)
+    except FlagError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    import hydra  # the heavy imports only once the command line is good
+    from omegaconf import DictConfig
+
+    from pipeline.app import OneLineErrors
+    from pipeline.fitting.twins import TrainingError, register, run_training
+
+    register()
+    report = OneLineErrors(TrainingError)
+
+    conf = Path(__file__).resolve().parents[1] / "conf"  # absolute: works however the module was started
+
+    @hydra.main(config_path=str(conf), config_name="train", version_base="1.3")
+    @report.task
+    def main(cfg: DictConfig) -> float:
+        return run_training(cfg)
+
+    saved = sys.argv
+    sys.argv = [saved[0], *hydra_args]
+    try:
+        return report.run(main)
+    finally:
+        sys.argv = saved
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

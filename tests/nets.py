@@ -69,3 +69,34 @@ class Branchy(Small):
 
 def branchy() -> nn.Module:
     return Branchy()
+
+
+class Gate(nn.Module):
+    """Data-dependent control flow (not fx-traceable): conv + ReLU, doubled when the mean is positive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = torch.relu(self.conv(x))
+        if y.mean() > 0:
+            y = y * 2
+        return y
+
+
+class Gated(nn.Module):
+    """conv + ReLU (a predictable layer), a :class:`Gate` (traceable only as a leaf), a linear head."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.gate = Gate()
+        self.fc = nn.Linear(4 * 28 * 28, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.gate(torch.relu(self.conv(x))).flatten(1))
+
+
+def gated(classes: int = 10) -> nn.Module:
+    return Gated(classes)

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline.train import OUT_DIR
+from pipeline.fitting.twins import OUT_DIR
 from tests.cli import REPO
 
 README = REPO / "README.md"
@@ -21,9 +21,10 @@ def default_outputs() -> list[str]:
     """Files the pipeline, the analysis and the training write with their default settings."""
     run = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "config.yaml"), resolve=False)
     analysis = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "analysis.yaml"), resolve=False)
+    tracking = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "tracking" / "local.yaml"), resolve=False)
     return [
-        run["tracking"]["uri"].removeprefix("sqlite:///"),
-        run["tracking"]["artifacts"] + "/cross-neuron-prediction/0123/artifacts/layers.csv",
+        tracking["uri"].removeprefix("sqlite:///"),
+        tracking["artifacts"] + "/" + run["tracking"]["experiment"] + "/0123/artifacts/layers.csv",
         run["hydra"]["sweep"]["dir"].split("$")[0] + "12-00-00/0/result.json",
         run["hydra"]["run"]["dir"].split("$")[0] + "12-00-00/.hydra/config.yaml",
         analysis["hydra"]["run"]["dir"].split("$")[0] + "12-00-00/x",

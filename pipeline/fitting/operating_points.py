@@ -48,7 +48,7 @@ from pipeline.job.config import PipelineConfig
 from pipeline.job.config import register as register_job
 from pipeline.job.runner import HydraJob
 from pipeline.job.runner import run as run_job
-from pipeline.tracking.keys import SEARCH_TAG
+from pipeline.tracking.keys import SEARCH_EVALUATIONS, SEARCH_METRICS, SEARCH_SECONDS, SEARCH_TAG
 
 
 class SearchError(PipelineError):
@@ -190,28 +190,30 @@ class Search:
                 result = run_job(cfg, HydraJob(sweep=self.key, number=self.evaluations))
             except PipelineError as exc:
                 raise SearchError(str(exc)) from None
-            if self.wait(result.run_id):
+            if result.metrics:  # this process ran it, or it was done: the job says what it measured
+                break
+            if self.wait(result.run_id):  # another process evaluates it: its numbers once it is done
+                result.metrics = self.tracker.run_metrics(result.run_id)
                 break
         else:
             raise SearchError(
                 f"run {result.run_id} did not finish twice: look at it in MLflow, then rerun the search"
             )
         self.evaluations += 1
-        return self.read(result.run_id)
+        return self.read(result.run_id, result.metrics)
 
     def wait(self, run_id: str, poll_s: float = 5.0) -> bool:
         """Whether ``run_id`` ended FINISHED, waiting while another process still evaluates it."""
         said = False
-        while (status := self.tracker.client.get_run(run_id).info.status) == "RUNNING":
+        while (status := self.tracker.status(run_id)) == "RUNNING":
             if not said:
                 print(f"[search {self.name}] waiting for run {run_id}: another process evaluates it", flush=True)
                 said = True
             time.sleep(poll_s)
         return status == "FINISHED"
 
-    def read(self, run_id: str) -> Evaluation:
-        run = self.tracker.client.get_run(run_id)
-        metrics = run.data.metrics
+    @staticmethod
+    def read(run_id: str, metrics: dict[str, float]) -> Evaluation:
         layers = {
             k.split("/")[1]: v for k, v in metrics.items() if k.startswith("layer/") and k.endswith("/net_mac_saving")
         }
@@ -465,18 +467,10 @@ def write(result: SearchResult, config: SearchAppConfig) -> None:
 
 def log(session: Search, result: SearchResult, seconds: float) -> None:
     """The result as the parent run's metrics and artifact; the parent ends FINISHED."""
-    from mlflow.entities import Metric
-    from mlflow.utils.time import get_current_time_millis
-
-    now = get_current_time_millis()
-    metrics = {"calibration/top1_drop": result.calibration["top1_drop"],
-               "calibration/net_mac_saving": result.calibration["net_mac_saving"],
-               "test/top1_drop": result.test["top1_drop"], "test/net_mac_saving": result.test["net_mac_saving"],
-               "evaluations": session.evaluations, "search_seconds": seconds}  # fmt: skip
-    client = session.tracker.client
-    client.log_batch(session.parent, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
-    client.log_artifact(session.parent, str(result.path))
-    session.tracker.end(session.parent, "FINISHED")
+    numbers = {"calibration": result.calibration, "test": result.test}
+    metrics = {key: numbers[key.split("/")[0]][key.split("/")[1]] for key in SEARCH_METRICS}
+    metrics |= {SEARCH_EVALUATIONS: session.evaluations, SEARCH_SECONDS: seconds}
+    session.tracker.finish(session.parent, metrics, [result.path])
 
 
 def summary(result: SearchResult, seconds: float) -> str:

@@ -182,7 +182,8 @@ def train(config: TrainPredictorConfig, model: nn.Module) -> tuple[list[Predicta
 
 def reestimate_batchnorm(nets: nn.ModuleDict, layers, outputs, images: Tensor, config: TrainPredictorConfig) -> None:
     """One pass over the training images with the final weights: BatchNorm running statistics as
-    plain averages over the pass (momentum None)."""
+    plain averages over the pass (momentum None). Not torch.optim.swa_utils.update_bn: each score
+    network reads its own layer's output of one shared pass of the frozen model, not a loader's batch."""
     for module in nets.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.reset_running_stats()

@@ -145,6 +145,8 @@ def recover(
 
 def _batchnorm(net, model, recover: BatchNormRecoverConfig, data: DataConfig, seed: int, device) -> dict[str, float]:
     calibration = training_data(data, recover.images, seed)
+    # torch.optim.swa_utils.update_bn does not fit: it puts the whole module in train mode (dropout on)
+    # and resets every BatchNorm it reaches, the learned predictors' score networks inside ``net`` too
     model.eval()
     momenta = {module: module.momentum for module in batchnorms(model)}
     for module in momenta:

@@ -22,6 +22,7 @@ from pipeline.fitting.recover import RECOVER_SCHEMAS, recover_schema
 from pipeline.networks.data import DataConfig
 from pipeline.networks.models import ModelConfig
 from pipeline.tracking.config import TrackingConfig
+from pipeline.tracking.keys import RUN_METRICS
 
 DEVICES = "auto, cpu, cuda, cuda:N"
 
@@ -50,6 +51,7 @@ class PipelineConfig:
     device: str = "auto"
     force: bool = False  # rerun even when an identical FINISHED run exists
     progress: Optional[bool] = None  # progress bar; null = only on a terminal
+    objective: Optional[str] = "net_mac_saving"  # the metric a job returns to a Hydra sweeper; null: none
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
@@ -59,6 +61,10 @@ class PipelineConfig:
             raise ValueError(f"seed must be an integer from 0 to 2**64-1 (torch's seed range), got {self.seed}")
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.objective is not None and self.objective not in RUN_METRICS:
+            raise ValueError(
+                f"objective={self.objective!r} is not a run metric: use one of {', '.join(RUN_METRICS)}, or null"
+            )
         from pipeline.predictors import schema_of
 
         self.predictor = schema_of(self.predictor)  # the kind's schema: checks its values

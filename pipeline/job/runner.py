@@ -12,7 +12,7 @@ import io
 import json
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -43,6 +43,7 @@ from pipeline.predictors import (
     predicts_nothing,
     resolve_plans,
 )
+from pipeline.tracking.client import git_commit
 from pipeline.tracking.keys import (
     BASELINE_TAG,
     CONFIG_HASH_TAG,
@@ -54,11 +55,14 @@ from pipeline.tracking.keys import (
     SWEEP_TAG,
 )
 from pipeline.tracking.redact import redact, redact_tree
-from pipeline.tracking.tracker import Tracker, git_commit
+from pipeline.tracking.tracker import Tracker
 
 # keys that do not change a job's numbers: not part of its identity for resume
-VOLATILE_KEYS = ("force", "progress", "tracking", "device")
+VOLATILE_KEYS = ("force", "progress", "tracking", "device", "objective")
 VOLATILE_DATA_KEYS = ("batch_size", "num_workers", "cache", "download")
+# keys added after identities were first recorded: left out of the identity at their default, so the
+# runs recorded before a key existed keep their identity (a rerun reuses them)
+LATER_DEFAULTS = {("model", "leaf_modules"): []}
 
 
 @dataclass
@@ -66,6 +70,7 @@ class JobResult:
     status: str  # finished, skipped
     run_id: str | None
     line: str
+    metrics: dict[str, float] = field(default_factory=dict)  # the run's (empty: another process holds it)
 
 
 @dataclass
@@ -101,6 +106,9 @@ def config_hash(cfg: DictConfig) -> str:
         plain.pop(key, None)
     for key in VOLATILE_DATA_KEYS:
         plain.get("data", {}).pop(key, None)
+    for (group, key), default in LATER_DEFAULTS.items():
+        if plain.get(group, {}).get(key, default) == default:
+            plain.get(group, {}).pop(key, None)
     plain["identity"] = identity_extras(plain)  # checkpoint contents and the measurement version
     text = json.dumps(plain, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
@@ -172,7 +180,7 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
             line = f"skipped {where}: identical FINISHED run {done} (force=true reruns it)"
             _write_result(job, "skipped", done)
             print(line, flush=True)
-            return JobResult("skipped", done, line)
+            return JobResult("skipped", done, line, tracker.run_metrics(done))
 
     data = _load(config)
     if tuple(data.image_shape) != tuple(config.model.input_size):
@@ -233,7 +241,7 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
     )
     _write_result(job, "finished", record.run_id)
     print(line, flush=True)
-    return JobResult("finished", record.run_id, line)
+    return JobResult("finished", record.run_id, line, metrics)
 
 
 def model_metrics(result: Evaluation, conv_macs_per_image: int) -> dict[str, float]:

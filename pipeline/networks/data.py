@@ -235,17 +235,23 @@ def _fashion_mnist(cfg: DataConfig) -> EvalData:
             f"is reachable), or leave data.root unset to use Debian's copy in {DEBIAN_FASHION_MNIST}"
         )
     folder = find_fashion_mnist(cfg.root, cfg.split)
+    failure: Exception | None = None
     if folder is None and cfg.download:
-        folder = _download_fashion_mnist(cfg.root or "outputs/data", cfg.split)
+        folder, failure = _download_fashion_mnist(cfg.root or "outputs/data", cfg.split)
     if folder is None:
         where = f"data.root={cfg.root}" if cfg.root else str(DEBIAN_FASHION_MNIST)
         files = FMNIST_TEST if cfg.split == "test" else FMNIST_TRAIN
+        tried = (
+            f"torchvision could not download them ({type(failure).__name__}: {' '.join(str(failure).split())})"
+            if failure is not None
+            else "torchvision's download did not give them" if cfg.download else "data.download=false"
+        )
         raise DataError(
             f"Fashion-MNIST {cfg.split} files ({files[0]}.gz, {files[1]}.gz) not found in "
-            f"{where}, and torchvision could not download them. Either install "
+            f"{where}, and {tried}. Either install "
             f"Debian's package (apt-get install dataset-fashion-mnist), or put the files in a folder "
             f"and pass data.root=FOLDER (torchvision's download works where the internet is reachable)."
-        )
+        ) from failure
     images, labels = read_fashion_mnist(folder, "test" if cfg.split == "test" else "train")
     index = torch.tensor(split_indices(len(labels), cfg, f"the Fashion-MNIST {cfg.split} split in {folder}"))
     return EvalData(
@@ -258,14 +264,15 @@ def _fashion_mnist(cfg: DataConfig) -> EvalData:
     )
 
 
-def _download_fashion_mnist(root: str, split: str = "test") -> Path | None:
+def _download_fashion_mnist(root: str, split: str = "test") -> tuple[Path | None, Exception | None]:
+    """The folder torchvision downloaded the files into, or None and why it could not."""
     import torchvision
 
     try:
         torchvision.datasets.FashionMNIST(root, train=split == "train", download=True)
-    except Exception:  # offline, or a proxy refusing: reported by the caller
-        return None
-    return find_fashion_mnist(root, split)
+    except Exception as exc:  # offline, or a proxy refusing: reported by the caller with this cause
+        return None, exc
+    return find_fashion_mnist(root, split), None
 
 
 # ImageNet -----------------------------------------------------------------------------------

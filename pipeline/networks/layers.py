@@ -9,6 +9,8 @@ twice (torchvision's ``BasicBlock.relu``) gives two layers and functional ReLUs 
 from __future__ import annotations
 
 import operator
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,15 +43,58 @@ class TraceError(PipelineError):
     """The model cannot be traced by torch.fx, so its layers cannot be discovered."""
 
 
+_LEAVES: weakref.WeakKeyDictionary[nn.Module, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
+def keep_as_leaves(model: nn.Module, leaves: Sequence[str]) -> None:
+    """Have :func:`trace` keep these submodules of ``model`` whole (``model.leaf_modules``): each entry a
+    qualified submodule name (``features.3``) or a class name (``MyBlock``, or ``package.module.MyBlock``).
+    A leaf is called as one node: torch.fx does not trace into its forward (data-dependent control flow
+    there is fine), and no layer inside it is predictable."""
+    names = {name for name, _ in model.named_modules()}
+    classes = {cls.__name__ for _, m in model.named_modules() for cls in type(m).__mro__} | {
+        f"{cls.__module__}.{cls.__qualname__}" for _, m in model.named_modules() for cls in type(m).__mro__
+    }
+    unknown = [leaf for leaf in leaves if leaf not in names and leaf not in classes]
+    if unknown:
+        raise TraceError(
+            f"model.leaf_modules: {', '.join(map(repr, unknown))} is neither a submodule name nor a module class "
+            f"of {type(model).__name__}: give qualified names as in model.named_modules() (e.g. features.3) or "
+            "class names (MyBlock or package.module.MyBlock)"
+        )
+    _LEAVES[model] = tuple(leaves)
+
+
+class _LeafTracer(fx.Tracer):
+    def __init__(self, leaves: tuple[str, ...]) -> None:
+        super().__init__()
+        self.leaves = set(leaves)
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        if qualified_name in self.leaves:
+            return True
+        for cls in type(module).__mro__:
+            if cls.__name__ in self.leaves or f"{cls.__module__}.{cls.__qualname__}" in self.leaves:
+                return True
+        return super().is_leaf_module(module, qualified_name)
+
+
 def trace(model: nn.Module) -> fx.GraphModule:
-    """Symbolically trace ``model``; a clear error when the model is not fx-traceable."""
+    """Symbolically trace ``model`` (keeping the leaves :func:`keep_as_leaves` named); a clear error
+    when the model is not fx-traceable."""
+    leaves = _LEAVES.get(model, ())
     try:
-        return fx.symbolic_trace(model)
+        if not leaves:
+            return fx.symbolic_trace(model)
+        tracer = _LeafTracer(leaves)
+        graph = tracer.trace(model)
+        return fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as exc:  # fx raises many kinds of errors on data-dependent control flow
         raise TraceError(
             f"cannot trace {type(model).__name__} with torch.fx ({type(exc).__name__}: {exc}). "
             "Layer discovery needs an fx-traceable forward: move data-dependent Python control "
-            "flow out of forward(), or wrap it in a leaf module."
+            "flow out of forward(), or keep the module that has it whole: "
+            "model.leaf_modules=[NAME_OR_CLASS] (its layers are then not predicted)."
         ) from exc
 
 

@@ -18,6 +18,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.networks.layers import keep_as_leaves
 
 
 @dataclass
@@ -31,6 +32,7 @@ class ModelConfig:
     _target_: Optional[str] = None  # the same, Hydra's spelling "package.module.function"
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the factory
     input_size: list[int] = field(default_factory=lambda: [3, 224, 224])  # (C, H, W)
+    leaf_modules: list[str] = field(default_factory=list)  # submodule names or classes torch.fx keeps whole
     num_classes: int = 1000
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -53,6 +55,8 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         model = _custom_model(cfg)
     else:
         raise ModelError(f"unknown model {cfg.name!r}; known: {', '.join(MODELS)}")
+    if cfg.leaf_modules:
+        keep_as_leaves(model, cfg.leaf_modules)
     return model.eval()
 
 

@@ -28,6 +28,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
+from pipeline.tracking.client import search_all
 from pipeline.tracking.keys import (  # noqa: F401 (OWNER_* and HEARTBEAT re-exported)
     CLOSED_TAG,
     CONFIG_HASH_TAG,
@@ -172,15 +173,7 @@ def _same_config(client: MlflowClient, experiment_id: str, config_hash: str) -> 
 
 
 def _search(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
-    """Every run of the experiment that matches (all pages)."""
-    found: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
-        found.extend(page)
-        token = page.token
-        if not token:
-            return found
+    return search_all(client, experiment_id, filter_string)
 
 
 def _pid_alive(pid: int, start: str | None) -> bool:

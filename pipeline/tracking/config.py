@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class TrackingConfig:
     """Where runs are recorded; the analysis stage reads the same keys."""
 
-    uri: str = "sqlite:///outputs/mlflow.db"
+    uri: str = "sqlite:///outputs/mlflow.db"  # as conf/tracking/local.yaml (tests/job/test_config.py checks)
     experiment: str = "cross-neuron-prediction"
     artifacts: str = "outputs/mlartifacts"  # artifact root of experiments this project creates
 

@@ -24,7 +24,7 @@ OWNER_START = "owner.start"  # the PID's start time in clock ticks after boot (L
 HEARTBEAT = "owner.heartbeat"  # ms since the epoch
 CLOSED_TAG = "owner.closed"  # why a stale run was closed
 
-# the predictor kinds (pipeline.predictors registers them; tests/test_prediction.py checks the two agree)
+# the predictor kinds (pipeline.predictors registers them; tests/predictors/test_prediction.py checks the two agree)
 PREDICTOR_KINDS = ("none", "tile", "tile_oracle", "random", "oracle", "learned")
 
 # params ------------------------------------------------------------------------------------------
@@ -40,6 +40,8 @@ OPERATING_POINT_PARAM = "operating_point"  # the preset's name, when the run is 
 SEARCH_TAG = "search"  # "true"
 SEARCH_TAGS = ("model", "operating_point", "budget", "calibration")  # what was searched for
 SEARCH_METRICS = ("calibration/top1_drop", "calibration/net_mac_saving", "test/top1_drop", "test/net_mac_saving")
+SEARCH_EVALUATIONS = "evaluations"  # tracked evaluations the search ran or reused
+SEARCH_SECONDS = "search_seconds"
 
 # metrics (contract sections 5, 7, 8) --------------------------------------------------------------
 BREAKDOWN_KEYS = ("pred_hit", "pred_miss", "zero_diag", "others")

@@ -5,14 +5,15 @@ writes its tables into any SQLite file it is given. :func:`check_store` answers 
 instead: a bounded retry (:data:`ATTEMPTS` tries, :data:`PAUSE_S` apart, :data:`TIMEOUT_S` each)
 that says what it tried, and a :class:`StoreError` naming the fix. :func:`store_lock` serializes
 the creation of a new SQLite store (and the job claims, :mod:`pipeline.tracking.claims`) across processes
-with an ``fcntl`` lock on ``<store>.lock`` beside it, so concurrent sweeps never race on the schema.
+with a ``filelock`` lock on ``<store>.lock`` beside it, so concurrent sweeps never race on the schema
+(on Linux an ``flock`` the kernel releases when its process dies: a killed job leaves no stale lock).
 
-Stdlib only (MLflow and torch are not imported): the analysis uses the same checks.
+The standard library and ``filelock`` only (MLflow and torch are not imported): the analysis uses the
+same checks.
 """
 
 from __future__ import annotations
 
-import fcntl
 import socket
 import sqlite3
 import tempfile
@@ -24,7 +25,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from filelock import FileLock
+
 from pipeline.errors import PipelineError
+from pipeline.tracking.redact import redact
 
 ATTEMPTS = 3  # tries before a store counts as unreachable
 PAUSE_S = 1.0  # between tries
@@ -46,15 +50,6 @@ class _Retry(Exception):
 def sqlite_path(uri: str) -> Path | None:
     """The file of a ``sqlite:///PATH`` URI, None for other stores."""
     return Path(uri[len(SQLITE_PREFIX) :]) if uri.startswith(SQLITE_PREFIX) else None
-
-
-def redact(uri: str) -> str:
-    """The URI without a password, for messages."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()
 
 
 def check_store(uri: str, create: bool) -> None:
@@ -82,12 +77,8 @@ def store_lock(uri: str) -> Iterator[None]:
     if path is None:
         yield
         return
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(path.with_name(path.name + ".lock")):
+        yield
 
 
 # SQLite -------------------------------------------------------------------------------------

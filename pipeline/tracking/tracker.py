@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -24,25 +23,13 @@ from mlflow.utils.time import get_current_time_millis
 
 from pipeline.errors import Interrupted  # noqa: F401 (re-exported)
 from pipeline.tracking import claims
+from pipeline.tracking.client import ensure_experiment, resolve_uri
 from pipeline.tracking.config import TrackingConfig
 from pipeline.tracking.interrupts import deferred
 from pipeline.tracking.keys import CONFIG_HASH_TAG, PARENT_RUN_TAG, PARENT_TAG, SWEEP_TAG  # noqa: F401 (re-exported)
-from pipeline.tracking.store import StoreError, check_store, store_lock
+from pipeline.tracking.store import check_store, store_lock
 
 T = TypeVar("T")
-
-
-def resolve_uri(uri: str) -> str:
-    """A tracking URI with a relative SQLite path made absolute (its folder is made by check_store)."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(Path(uri[len(prefix) :]).resolve())
-    if "://" not in uri:  # a plain folder would be MLflow's refused file store
-        raise StoreError(
-            f"tracking.uri={uri!r} is not a tracking URI: use sqlite:///PATH.db (the default store), "
-            "or http://HOST:PORT of an `mlflow server`"
-        )
-    return uri
 
 
 def _direct(uri: str) -> bool:
@@ -76,23 +63,7 @@ class Tracker:
             check_store(self.uri, create=True)  # within seconds, before MLflow's own long retries
             with store_lock(self.uri):  # a new SQLite store's schema is created by one process only
                 self.client = MlflowClient(tracking_uri=self.uri)
-                self.experiment_id = self._ensure_experiment(cfg.experiment, cfg.artifacts)
-
-    def _ensure_experiment(self, name: str, artifacts: str) -> str:
-        """The experiment's id, creating it (and a new store's schema) on first use."""
-        experiment = self.client.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        location = None
-        if self.uri.startswith("sqlite:"):
-            location = (Path(artifacts).resolve() / name).as_uri()
-        try:
-            return self.client.create_experiment(name, artifact_location=location)
-        except Exception:  # created by a concurrent job in the meantime
-            experiment = self.client.get_experiment_by_name(name)
-            if experiment is None:
-                raise
-            return experiment.experiment_id
+                self.experiment_id = ensure_experiment(self.client, self.uri, cfg.experiment, cfg.artifacts)
 
     # resume ---------------------------------------------------------------------------------
 
@@ -105,6 +76,25 @@ class Tracker:
             max_results=1,
         )
         return runs[0].info.run_id if runs else None
+
+    @_store_operation
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """A run's metrics (their latest values)."""
+        return dict(self.client.get_run(run_id).data.metrics)
+
+    @_store_operation
+    def status(self, run_id: str) -> str:
+        """A run's status: RUNNING, FINISHED, FAILED, KILLED."""
+        return self.client.get_run(run_id).info.status
+
+    @_store_operation
+    def finish(self, run_id: str, metrics: Mapping[str, float], files: list[Path]) -> None:
+        """Log ``metrics`` and ``files`` to an open run (a search's parent), then end it FINISHED."""
+        now = get_current_time_millis()
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        for path in files:
+            self.client.log_artifact(run_id, str(path))
+        self.end(run_id, "FINISHED")
 
     # multirun parent ------------------------------------------------------------------------
 
@@ -228,22 +218,6 @@ class JobRecord:
                 path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
             self.client.log_artifacts(self.run_id, folder)
         self.committed = True
-
-
-def git_commit() -> str:
-    """The project checkout's commit (with -dirty when it has local changes), or 'unknown'."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, timeout=10,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return commit + ("-dirty" if dirty else "")
 
 
 def _param(value: object) -> str:

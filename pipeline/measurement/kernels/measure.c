@@ -18,7 +18,7 @@
  * out[0..8] += zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5;
  * mass[0..1] += sum of the values, sum of the values of pred_miss cells (double). Float sums are
  * taken per chunk and added in chunk order, so they do not depend on the thread count.
- * Chunks are split over `threads` OpenMP threads. The pure-torch path in pipeline/counts.py is
+ * Chunks are split over `threads` OpenMP threads. The pure-torch path in pipeline/measurement/counts.py is
  * the reference this kernel is tested against.
  */
 #include <stdint.h>

@@ -16,7 +16,7 @@ from PIL import Image
 
 from tests.cli import EXPERIMENT, runs
 from tests.inprocess import run_cli
-from tests.test_analysis import Store, metrics
+from tests.stores import Store, metrics
 
 SMALL = ("model=custom", "model.target=tests.nets:small", "model.input_size=[1,28,28]", "model.num_classes=10")
 SYNTHETIC = ("data=synthetic", "data.image_size=[1,28,28]", "data.num_classes=10", "data.size=8")

@@ -198,3 +198,19 @@ def test_topk_by_hand_and_against_torchvision_reference():
         correct = topk_correct(output, target)
         assert correct[0].item() == round(top1.item() * 37 / 100)
         assert correct[1].item() == round(top5.item() * 37 / 100)
+
+
+def test_a_failed_fashion_mnist_download_says_why(tmp_path, monkeypatch):
+    """No files in data.root and the download refused (a proxy on a closed port: the real download, made
+    to fail the same way everywhere): the error names the download's own error, not only that it failed."""
+    import urllib.request
+
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setattr(urllib.request, "_opener", None)  # urlopen's opener reads the proxies again
+    with pytest.raises(DataError) as raised:
+        load_eval_data(DataConfig(name="fashion_mnist", root=str(tmp_path)))
+    message, cause = str(raised.value), raised.value.__cause__
+    assert "torchvision could not download them (RuntimeError: Error downloading" in message
+    assert "Connection refused" in message and "\n" not in message
+    assert cause is not None and " ".join(str(cause).split()) in message

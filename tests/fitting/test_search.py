@@ -17,7 +17,7 @@ from pipeline.fitting.operating_points import Evaluation, knapsack, refine, regi
 from pipeline.job.config import validate
 from tests.cli import REPO, runs, store_args
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 register()
 
 

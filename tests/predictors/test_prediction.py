@@ -432,7 +432,7 @@ def test_kernel_equals_the_torch_reference(kind: str, pattern: str, threshold: f
 def test_masks_shapes_and_disjoint() -> None:
     zero = torch.rand(2, 4, 7, 11) < 0.6
     activation = torch.where(zero, 0.0, 1.0)
-    for kind in sorted(set(KINDS) - {"learned"}):  # the learned kind needs a checkpoint: tests/test_learned.py
+    for kind in sorted(set(KINDS) - {"learned"}):  # the learned kind needs a checkpoint: test_learned.py
         predictor = make_predictor(kind, 3)
         basis, predicted = predictor.masks(LayerInput(activation, zero))
         assert basis.shape == predicted.shape == zero.shape, kind

@@ -245,3 +245,46 @@ def test_resolve_scope_rejects_unknown_layers_listing_valid_ones(resnet18: nn.Mo
         resolve_scope(layers, bad)
     message = str(error.value)
     assert "conv1" in message and "layer2.0.conv2" in message and "layer4.1.conv2" in message
+
+
+@pytest.mark.parametrize("leaf", ["gate", "Gate", "tests.nets.Gate"])
+def test_model_leaf_modules_keep_an_untraceable_module_whole(leaf: str) -> None:
+    """``model.leaf_modules``: a submodule with data-dependent control flow, named or by class, is one
+    call in the traced graph; the layer before it is found, the ReLU inside it is not a layer."""
+    from pipeline.networks.layers import TraceError, keep_as_leaves, trace
+    from pipeline.networks.models import ModelConfig, build_model
+    from tests.nets import gated
+
+    with pytest.raises(TraceError, match=r"model\.leaf_modules"):  # the advice names the option
+        trace(gated())
+    model = build_model(ModelConfig(name="custom", target="tests.nets:gated", leaf_modules=[leaf]))
+    graph = trace(model)
+    assert [n.target for n in graph.graph.nodes if n.op == "call_module"] == ["conv", "gate", "fc"]
+    assert [(spec.index, spec.name) for spec in discover_layers(model, graph)] == [(0, "conv")]
+    x = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(graph(x), model(x))  # the leaf runs its real forward, branch included
+    with pytest.raises(TraceError, match="'gat' is neither a submodule name nor a module class"):
+        keep_as_leaves(gated(), ["gat"])
+
+
+def test_a_job_identity_without_leaf_modules_is_the_one_recorded_before_the_key_existed() -> None:
+    """``model.leaf_modules`` at its default stays out of the identity: runs recorded before the key
+    existed are reused. The hashes are those the previous release computed for the same configs."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.job.config import register
+    from pipeline.job.runner import config_hash
+
+    register()
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        assert config_hash(compose("config", overrides=["window=2"])) == "8aa4ead1341cff4a1e5f"
+        assert config_hash(compose("config", overrides=["model=resnet18_fmnist", "predictor=oracle"])) == (
+            "5e2932b2b64982c6e43b"
+        )
+        leaves = compose("config", overrides=["model=custom", "model.target=tests.nets:gated"])
+        plain = config_hash(leaves)
+        leaves.model.leaf_modules = ["gate"]
+        assert config_hash(leaves) != plain  # set, it is part of the identity

@@ -122,6 +122,7 @@ BAD_INPUTS = [
     (["data=imagenet", "model=alexnet", "model.weights=null", "data.root=/nonexistent"], "data.root"),
     (["data=fashion_mnist", "data.root=/nonexistent", "data.download=false"], "data.root=FOLDER"),
     (["device=tpu"], "device must be one of"),
+    (["objective=accuracy"], "objective='accuracy' is not a run metric: use one of top1, top5"),
 ]
 
 
@@ -243,3 +244,23 @@ def test_a_job_that_predicts_nothing_has_one_identity_whatever_the_layer(tmp_pat
     assert sorted((r.data.params["window"], r.data.params["layer"]) for r in found) == [
         ("1", "all"), ("2", "0"), ("2", "3"),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("objective", ["net_mac_saving", "top1", None])
+def test_a_job_returns_its_objective_metric_to_the_sweeper(tmp_path, objective):
+    """What ``python -m pipeline`` hands a Hydra sweeper (Optuna's, say) is the run's ``objective`` metric,
+    as recorded, for a job that runs and for one skipped as done; null returns nothing."""
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.__main__ import main
+    from pipeline.job.config import register
+
+    register()
+    overrides = [*store_args(tmp_path)[:3], "window=2", "data.limit=40", f"objective={objective or 'null'}"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    returned = [main.__wrapped__(cfg), main.__wrapped__(cfg)]  # the second is skipped: identical FINISHED run
+    (run,) = runs(tmp_path)
+    expected = None if objective is None else run.data.metrics[objective]
+    assert returned == [expected, expected]
+    assert objective is None or 0 < expected < 1

@@ -14,7 +14,7 @@ from pipeline.networks.data import load_eval_data, spread_indices
 from pipeline.networks.layers import discover_layers
 from pipeline.networks.models import build_model
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -212,3 +212,26 @@ def test_every_shipped_operating_point_runs_as_a_config_of_its_model(name):
     plans = resolve_plans(cfg.predictor, cfg.window, layers, resolve_scope(layers, "all"))
     predictors = build_predictors(plans, layers, BuildContext(model=model))
     assert any(not p.predicts_nothing for p in predictors)
+
+
+@pytest.mark.parametrize("entry", ["config", "search", "train_predictor", "analysis", "train"])
+def test_every_entry_point_takes_its_store_from_the_tracking_group(entry):
+    """One place for where runs go: each entry point lists the tracking group, whose local option is the
+    schema's default; tracking=server switches every entry point to a server."""
+    import dataclasses
+
+    import yaml
+
+    from pipeline.fitting.operating_points import register as register_search
+    from pipeline.fitting.predictor_training import register as register_predictor
+    from pipeline.fitting.twins import register as register_train
+    from pipeline.tracking.config import TrackingConfig
+
+    register_search(), register_predictor(), register_train()
+    local = yaml.safe_load((CONF / "tracking" / "local.yaml").read_text())
+    defaults = {f.name: f.default for f in dataclasses.fields(TrackingConfig)}
+    assert local == {key: defaults[key] for key in ("uri", "artifacts")}
+    assert not any("mlflow.db" in line for line in (CONF / f"{entry}.yaml").read_text().splitlines())
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        assert compose(entry).tracking.uri == TrackingConfig.uri
+        assert compose(entry, overrides=["tracking=server"]).tracking.uri == "http://127.0.0.1:5000"

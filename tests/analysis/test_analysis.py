@@ -15,17 +15,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from analysis import figures
 from analysis.config import AnalysisError
 from analysis.report import run
 from analysis.summary import best_window, pareto
+from tests.stores import EXPERIMENT, T0, Store, metrics
 
-REPO = Path(__file__).resolve().parent.parent
-EXPERIMENT = "cnp-analysis-test"
-T0 = 1_700_000_000_000  # ms
+REPO = Path(__file__).resolve().parents[2]
 
 # model -> (data, limit, {window: (top1, top5, mac_saving)})
 KNOWN = {
@@ -55,60 +54,6 @@ PREDICTORS = {
     ("tile", "diagonal", 0.05, 3): (0.70, 0.17),  # dominated: diagonal 2x2 saves more for less
     ("random", "diagonal", None, 3): (0.40, 0.20),
 }
-
-
-def metrics(window: int, top1: float, top5: float, mac_saving: float) -> dict[str, float]:
-    """A full metric set; the rates are simple functions of the window so they are known too."""
-    sparsity = 0.70 - 0.01 * window
-    zero_diag, hit, miss = 0.3 / window, 0.05 * (window - 1), 0.01 * (window - 1)
-    values = {
-        "top1": top1, "top5": top5, "mac_saving": mac_saving, "sparsity": sparsity,
-        "frac/zero_diag": zero_diag, "frac/pred_hit": hit, "frac/pred_miss": miss,
-        "frac/others": 1 - zero_diag - hit - miss, "images": 1000, "model_conv_macs_per_image": 655566528,
-        "layer/features.0/mac_saving": mac_saving / 2, "layer/features.0/sparsity": sparsity,
-    }  # fmt: skip
-    values.update({f"zero_window/{s}": sparsity * 0.7 ** (s - 1) for s in range(1, 6)})
-    return values
-
-
-class Store:
-    """Writes runs the way the pipeline does (params, tags, metrics, status) with chosen start times."""
-
-    def __init__(self, folder: Path, experiment: str = EXPERIMENT) -> None:
-        self.uri = f"sqlite:///{folder}/mlflow.db"
-        self.artifacts = folder / "artifacts"
-        self.client = MlflowClient(self.uri)
-        found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
-            experiment, artifact_location=(self.artifacts / experiment).as_uri()
-        )  # fmt: skip
-        self.clock = T0
-
-    def job(self, model: str, data: str, limit: int | None, window: int, values: dict[str, float],
-            layer: str = "all", status: str = "FINISHED", start: int | None = None,
-            config_hash: str | None = None, tags: dict[str, str] | None = None,
-            predictor: dict[str, object] | None = None) -> str:  # fmt: skip
-        """A job run; ``predictor`` None writes the params of runs recorded before the predictor
-        family (``predictor=diagonal``), else the kind and its ``predictor.*`` params."""
-        self.clock += 1000
-        params = {"model": model, "data": data, "window": window, "layer": layer,
-                  "limit": "null" if limit is None else limit, "seed": 0, "predictor": "diagonal",
-                  "device": "cpu", "model.name": model, "data.name": data}  # fmt: skip
-        if predictor is not None:
-            params.update({"predictor": predictor["kind"], "predictor.layers": "{}"})
-            params.update({f"predictor.{k}": v for k, v in predictor.items() if k != "kind" and v is not None})
-        all_tags = {"config_hash": config_hash or f"{model}-{data}-{limit}-{window}-{layer}",
-                    "sweep": "/sweeps/a", "git_commit": "abc", **(tags or {})}  # fmt: skip
-        created = self.client.create_run(self.experiment_id, start_time=start or self.clock, tags=all_tags)
-        run_id = created.info.run_id
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), self.clock, 0) for k, v in values.items()],
-            params=[Param(k, str(v)) for k, v in params.items()],
-        )
-        if status != "RUNNING":
-            self.client.set_terminated(run_id, status)
-        return run_id
 
 
 def build_store(folder: Path) -> dict[str, object]:
@@ -437,6 +382,19 @@ def test_a_layer_sweep_alone_draws_the_layer_view_and_says_what_it_skipped(tmp_p
     assert sorted(p.stem for p in found.out.glob("*.png")) == ["fig2_zero_windows", "fig_layers"]
     assert set(found.skipped) == {"fig5_breakdown", "fig6_mac_savings", "fig7_accuracy", "fig_tradeoff",
                                   "fig_operating_points"}  # fmt: skip
+
+
+def test_a_layer_sweep_without_any_layers_csv_is_an_error_not_name_sorted_labels(tmp_path):
+    """Without a layers.csv the layer order is unknown: sorted names would put features.10 before
+    features.3 (wrong labels on the per-layer figure), so the analysis says what is missing instead."""
+    store = Store(tmp_path)
+    store.job("alexnet", "imagenet", None, 1, metrics(1, 0.565, 0.79, 0.0), tags={"baseline": "true"})
+    for (window, layer), (top1, saving) in LAYER_SWEEP.items():
+        values = {**metrics(window, top1, 0.79, saving), **{f"layer/{n}/sparsity": 0.5 for n in ALEXNET_LAYERS}}
+        store.job("alexnet", "imagenet", None, window, values, layer=layer)
+    with pytest.raises(AnalysisError, match="no run of alexnet has its layers.csv artifact"):
+        run(config(store.uri, tmp_path / "out", "log_run=false", "formats=[png]"))
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.png"))
 
 
 def test_the_analysis_never_deletes_a_file_it_did_not_write(store, tmp_path):
