@@ -26,9 +26,11 @@ import torch
 from pipeline.measurement.instrument import instrument
 from pipeline.networks.models import CHECKPOINTS, ModelConfig, build_model
 from pipeline.predictors import KINDS, PredictorFactory, uniform
+from pipeline.predictors.learned import shipped_path
 
 KIND_SETTINGS: dict[str, dict[str, object]] = {"tile": {"window": 3}, "tile_oracle": {"window": 3},
-                                               "random": {"window": 3}}  # fmt: skip
+                                               "random": {"window": 3},
+                                               "learned": {"window": 2, "pattern": "checkerboard"}}  # fmt: skip
 
 IMAGENET = ("alexnet", "vgg16", "resnet18")
 FMNIST = ("alexnet_fmnist", "vgg16_fmnist", "resnet18_fmnist")
@@ -41,15 +43,18 @@ def _status_kb(field: str) -> int:
     raise KeyError(field)
 
 
-def predictors(kind: str) -> PredictorFactory:
-    """The benchmarked setting of ``kind`` in every layer."""
-    return uniform(kind, **KIND_SETTINGS.get(kind, {}))
+def predictors(kind: str, model: str = "") -> PredictorFactory:
+    """The benchmarked setting of ``kind`` in every layer (learned: the model's shipped predictors)."""
+    settings = dict(KIND_SETTINGS.get(kind, {}))
+    if kind == "learned":
+        settings["checkpoint"] = str(shipped_path(model, str(settings["pattern"]), int(settings["window"])))
+    return uniform(kind, **settings)
 
 
 def memory_child(name: str, mode: str, batch: int, kind: str = "tile") -> None:
     """Print the peak resident memory growth (bytes) of one forward, in a fresh process."""
     model, x = _setup(name, batch, torch.device("cpu"))
-    with torch.inference_mode(), instrument(model, predictors(kind), "all") as net:
+    with torch.inference_mode(), instrument(model, predictors(kind, name), "all") as net:
         fn = net if mode == "instrumented" else model
         gc.collect()
         before = _status_kb("VmRSS")
@@ -86,7 +91,7 @@ def bench(name: str, batch: int, repeats: int, device: torch.device, kind: str =
     model, x = _setup(name, batch, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     plain, instrumented = [], []
-    with torch.inference_mode(), instrument(model, predictors(kind), "all") as net:
+    with torch.inference_mode(), instrument(model, predictors(kind, name), "all") as net:
         model(x), net(x)  # warm-up (and the kernel's first compile)
         for _ in range(repeats):
             for fn, times in ((model, plain), (net, instrumented)):

@@ -26,6 +26,7 @@ from pipeline.fitting.recover import RecoverError, recover
 from pipeline.fitting.recover import check as check_recovery
 from pipeline.job.config import PipelineConfig, validate
 from pipeline.job.identity import MEASUREMENT_VERSION, identity_extras
+from pipeline.measurement.counts import backend as counting_backend
 from pipeline.measurement.counts import layer_metrics, rate_metrics
 from pipeline.measurement.evaluate import Evaluation, evaluate
 from pipeline.measurement.instrument import InstrumentedModel
@@ -47,6 +48,7 @@ from pipeline.tracking.client import git_commit
 from pipeline.tracking.keys import (
     BASELINE_TAG,
     CONFIG_HASH_TAG,
+    COUNTING_TAG,
     MEASUREMENT_VERSION_TAG,
     OPERATING_POINT_PARAM,
     PARENT_RUN_TAG,
@@ -204,6 +206,7 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
         "torchvision_version": torchvision.__version__,
         "project_version": pipeline.__version__,
         MEASUREMENT_VERSION_TAG: str(MEASUREMENT_VERSION),
+        COUNTING_TAG: counting_backend(device),
         **({SWEEP_TAG: job.sweep} if job.sweep else {}),
         **({PARENT_RUN_TAG: parent} if parent else {}),
         **({"job.num": str(job.number)} if job.number is not None else {}),

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from pipeline.measurement import kernels
-from pipeline.predictors import NOT_APPLICABLE, KernelSpec, LayerInput, Predictor
+from pipeline.predictors import NOT_APPLICABLE, NOTHING, Firing, LayerInput, Predictor
 from pipeline.tracking.keys import CSV_COLUMNS, WINDOW_SIZES, layer_metric
 
 MEASURED_KEYS = (
@@ -84,13 +84,13 @@ def measure(activation: Tensor, predictor: Predictor | None, first_image: int = 
     library = kernels.load() if _kernel_fits(activation) else None
     if library is None:
         return measure_torch(activation, predictor, first_image)
-    spec = KernelSpec(0) if predictor is None else predictor.kernel_spec()
-    if spec is not None:
-        result = _kernel(library, activation, spec, apply=True)
+    firing = NOTHING if predictor is None else predictor.firing(LayerInput(activation, None, first_image))
+    if firing is not None:
+        result = _kernel(library, activation, firing, apply=True)
         if predictor is not None:
             result.counts[-1] += predictor.macs(tuple(activation.shape))
         return result
-    statistics = _kernel(library, activation, KernelSpec(0), apply=False)
+    statistics = _kernel(library, activation, NOTHING, apply=False)
     return _predict(activation, predictor, first_image, statistics.counts, statistics.masses)
 
 
@@ -149,6 +149,12 @@ def _predict(
     return Measurement(activation.masked_fill_(predicted, 0), counts, masses)
 
 
+def backend(device: torch.device) -> str:
+    """Which path counts a float32 evaluation on ``device``: ``kernel`` (the fused C kernel, CPU) or
+    ``torch`` (the reference: CUDA, or no C compiler, or CNP_NO_KERNEL=1). The same numbers either way."""
+    return "kernel" if device.type == "cpu" and kernels.load() is not None else "torch"
+
+
 def _kernel_fits(activation: Tensor) -> bool:
     return (
         activation.device.type == "cpu"
@@ -159,16 +165,39 @@ def _kernel_fits(activation: Tensor) -> bool:
     )
 
 
-def _kernel(library, activation: Tensor, spec: KernelSpec, apply: bool) -> Measurement:
+# the fused kernel's mode for each firing rule (pipeline/measurement/kernels/measure.c)
+KERNEL_MODES = {"nothing": 0, "pattern_at_most": 1, "all_zero_tiles": 2, "zero_cells": 3, "given_tiles": 4,
+                "given_cells": 5}  # fmt: skip
+
+
+def _given(firing: Firing, shape: tuple[int, ...]) -> Tensor | None:
+    """The decision of a ``given_*`` firing as the kernel reads it: contiguous uint8, one byte per
+    tile (``given_tiles``, (N, C, th, tw)) or per cell (``given_cells``, (N, C, H, W))."""
+    if firing.given is None:
+        return None
+    n, c, h, w = shape
+    k = firing.window
+    expected = (n, c, -(-h // k), -(-w // k)) if firing.rule == "given_tiles" else (n, c, h, w)
+    if tuple(firing.given.shape) != expected:
+        raise ValueError(f"firing {firing.rule}: given has shape {tuple(firing.given.shape)}, expected {expected}")
+    return firing.given.to(device="cpu", dtype=torch.uint8).contiguous()
+
+
+def _kernel(library, activation: Tensor, firing: Firing, apply: bool) -> Measurement:
     """The fused kernel on a contiguous float32 CPU tensor (prediction applied in place when ``apply``)."""
     n, c, h, w = activation.shape
-    pattern = spec.pattern if spec.pattern is not None else torch.ones(1, dtype=torch.uint8)
+    pattern = torch.ones(1, dtype=torch.uint8) if firing.pattern is None else firing.pattern.to(torch.uint8)
+    pattern = pattern.contiguous()
+    given = _given(firing, tuple(activation.shape))
     out = torch.zeros(9, dtype=torch.int64)  # zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5
     masses = torch.zeros(len(MASS_KEYS), dtype=torch.float64)
     failed = library.cnp_measure(
-        activation.data_ptr(), n * c, h, w, spec.window, pattern.data_ptr(), spec.mode, spec.threshold,
-        int(apply), kernels.threads(), out.data_ptr(), masses.data_ptr(),
+        activation.data_ptr(), n * c, h, w, firing.window, pattern.data_ptr(), KERNEL_MODES[firing.rule],
+        firing.threshold, int(apply), kernels.threads(), out.data_ptr(), masses.data_ptr(),
+        given.data_ptr() if given is not None else None,
     )  # fmt: skip
+    if failed == 2:
+        raise ValueError(f"the counting kernel refused firing {firing.rule} at window {firing.window}")
     if failed:
         raise MemoryError("the counting kernel could not allocate its buffers")
     head = torch.tensor([activation.numel()], dtype=torch.int64)

@@ -22,10 +22,12 @@ from omegaconf import OmegaConf
 
 from pipeline.networks.layers import PredictableLayer
 from pipeline.predictors.base import (
+    FIRING_RULES,
     KINDS,
     NOT_APPLICABLE,
+    NOTHING,
     BuildContext,
-    KernelSpec,
+    Firing,
     LayerInput,
     LayerSetting,
     Plan,
@@ -43,7 +45,8 @@ for _module in pkgutil.iter_modules(__path__):
 OFF = Plan("none")  # what a layer out of scope, or turned off, applies
 
 __all__ = [
-    "KINDS", "NOT_APPLICABLE", "OFF", "PATTERNS", "BuildContext", "KernelSpec", "LayerInput", "LayerSetting",
+    "FIRING_RULES", "KINDS", "NOTHING", "NOT_APPLICABLE", "OFF", "PATTERNS", "BuildContext", "Firing", "LayerInput",
+    "LayerSetting",
     "Pattern", "Plan", "Predictor", "PredictorConfig", "PredictorFactory", "build_predictors", "factory",
     "kind_class", "layer_table", "make_predictor", "parameters", "pattern_mask", "plain_value",
     "plan_predicts_nothing", "predicts_nothing", "register", "resolve_plans", "schema_of", "uniform",

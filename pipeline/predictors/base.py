@@ -10,8 +10,11 @@ One instance is built per predictable layer (an ``nn.Module``, so learned parame
 ``.to()`` and ``state_dict``). For each batch it sees a :class:`LayerInput` (the layer's output
 before its prediction, its zero mask, the batch's place in the evaluation) and returns two masks:
 ``basis``, the computed cells a firing decision rests on (counted as zero_diag), and ``predicted``,
-the cells predicted zero. Counting and applying the masks is generic (:mod:`pipeline.measurement.counts`);
-a kind may also hand its decision to the fused CPU kernel (:meth:`Predictor.kernel_spec`).
+the cells predicted zero. Counting and applying the masks is generic (the reference,
+:mod:`pipeline.measurement.counts`);
+a kind also says *what fires* (:meth:`Predictor.firing`: a rule the counting backend decides itself,
+or the decision made, per tile or per cell), so the fused CPU kernel counts and applies it in the same
+pass as the statistics.
 """
 
 from __future__ import annotations
@@ -87,23 +90,54 @@ class BuildContext:
 # the interface -----------------------------------------------------------------------------------
 
 
-@dataclass
 class LayerInput:
-    """What one layer's prediction may use for one batch."""
+    """What one layer's prediction may use for one batch: ``activation`` (N, C, H, W), the layer's
+    output before its prediction (read only); ``zero``, its zero mask (bool, made on first use when not
+    given); ``first_image``, the index of the batch's first image in the evaluation."""
 
-    activation: Tensor  # (N, C, H, W) the layer's output before its prediction; read only
-    zero: Tensor  # (N, C, H, W) bool: activation == 0
-    first_image: int = 0  # index of the batch's first image in the evaluation
+    def __init__(self, activation: Tensor, zero: Tensor | None = None, first_image: int = 0) -> None:
+        self.activation = activation
+        self._zero = zero
+        self.first_image = first_image
+
+    @property
+    def zero(self) -> Tensor:
+        if self._zero is None:
+            self._zero = self.activation == 0
+        return self._zero
+
+
+FIRING_RULES = {  # what a Firing states; the counting backends know each (pipeline.measurement.counts)
+    "nothing": "no cell is predicted (statistics only)",
+    "pattern_at_most": "a k x k tile fires when every in-bounds pattern cell is <= threshold (the tile rule)",
+    "all_zero_tiles": "a k x k tile fires when every in-bounds cell is 0 (the tile oracle)",
+    "zero_cells": "exactly the zero cells are predicted, no basis (the oracle)",
+    "given_tiles": "the tiles in `given` (N, C, th, tw) fire; counted as the tile rule counts",
+    "given_cells": "the cells in `given` (N, C, H, W) are predicted; zero_diag: the zero pattern cells",
+}
 
 
 @dataclass(frozen=True)
-class KernelSpec:
-    """A decision the fused CPU kernel makes itself (pipeline/measurement/kernels/measure.c)."""
+class Firing:
+    """What a layer's predictor fires for one batch, said so that a counting backend can count and
+    apply it without the per-cell masks: a rule the backend decides itself, or the decision made.
+    A tile that fires has its in-bounds pattern cells counted as zero_diag and its other in-bounds
+    cells predicted (contract sections 3 and 7)."""
 
-    mode: int  # 0: no prediction (statistics only), 1: tile rule, 2: tile oracle
-    window: int = 0
-    pattern: Tensor | None = None  # (k, k) uint8, contiguous
-    threshold: float = 0.0
+    rule: str  # a key of FIRING_RULES
+    window: int = 1
+    pattern: Tensor | None = None  # (k, k) bool: the cells computed first (tile rules, given_*)
+    threshold: float = 0.0  # pattern_at_most
+    given: Tensor | None = None  # bool: the fired tiles (given_tiles) or predicted cells (given_cells)
+
+    def __post_init__(self) -> None:
+        if self.rule not in FIRING_RULES:
+            raise ValueError(f"unknown firing rule {self.rule!r}; known: {', '.join(FIRING_RULES)}")
+        if (self.rule.startswith("given_")) != (self.given is not None):
+            raise ValueError(f"firing rule {self.rule}: `given` is {'missing' if self.given is None else 'unused'}")
+
+
+NOTHING = Firing("nothing")
 
 
 class Predictor(nn.Module):
@@ -132,8 +166,8 @@ class Predictor(nn.Module):
         """(basis, predicted): bool masks shaped like ``x.activation`` (the reference path)."""
         raise NotImplementedError
 
-    def kernel_spec(self) -> KernelSpec | None:
-        """The fused kernel's equivalent of :meth:`masks`, or None when the kind has none."""
+    def firing(self, x: LayerInput) -> Firing | None:
+        """What fires for this batch, equal to what :meth:`masks` gives, or None: only the masks say."""
         return None
 
     def macs(self, shape: tuple[int, ...]) -> int:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from pipeline.predictors.base import KernelSpec, LayerInput, Plan, Predictor, PredictorConfig, register
+from pipeline.predictors.base import NOTHING, Firing, LayerInput, Plan, Predictor, PredictorConfig, register
 
 
 @dataclass
@@ -26,5 +26,5 @@ class NoPrediction(Predictor):
         nothing = x.zero.new_zeros(x.zero.shape)
         return nothing, nothing
 
-    def kernel_spec(self) -> KernelSpec:
-        return KernelSpec(mode=0)
+    def firing(self, x: LayerInput) -> Firing:
+        return NOTHING

@@ -18,10 +18,10 @@ import torch
 from torch import Tensor
 
 from pipeline.networks.layers import PredictableLayer
-from pipeline.predictors.base import BuildContext, LayerInput, Plan, PredictorConfig, register
+from pipeline.predictors.base import BuildContext, Firing, LayerInput, Plan, PredictorConfig, register
 from pipeline.predictors.patterns import Pattern
 from pipeline.predictors.tile import TileRule
-from pipeline.predictors.tiles import fire_where_all, has_pattern_cell, tile_grid
+from pipeline.predictors.tiles import has_pattern_cell, pattern_rule, tile_grid
 
 
 @dataclass
@@ -48,7 +48,7 @@ class RandomTiles(TileRule):
         n, c, h, w = x.activation.shape
         k = self.window
         th, tw = tile_grid(h, w, k)
-        budget = fire_where_all(x.zero, k, self.pattern_name, pattern_only=True).sum((2, 3))  # (N, C) tiles per map
+        budget = pattern_rule(x.activation, k, self.pattern_name, lambda cells: cells == 0).sum((2, 3))  # (N, C)
         eligible = has_pattern_cell(h, w, k, self.pattern_name, torch.device("cpu")).flatten()  # (T,)
         keys = torch.empty((n, c, th * tw))  # uniform keys; ineligible tiles sort last
         for i in range(n):
@@ -57,5 +57,8 @@ class RandomTiles(TileRule):
         keys[:, :, ~eligible] = 2.0
         order = keys.argsort(-1)  # (N, C, T): tile indices by key
         rank = torch.empty_like(order).scatter_(-1, order, torch.arange(th * tw).expand_as(order))
-        fire = rank.to(x.zero.device) < budget[:, :, None]  # the `budget` lowest keys of each map
+        fire = rank.to(x.activation.device) < budget[:, :, None]  # the `budget` lowest keys of each map
         return fire.view(n, c, th, tw)
+
+    def firing(self, x: LayerInput) -> Firing:
+        return self.fired("given_tiles", given=self.fire(x))

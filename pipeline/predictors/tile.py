@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from pipeline.networks.layers import PredictableLayer
-from pipeline.predictors.base import BuildContext, KernelSpec, LayerInput, Plan, Predictor, PredictorConfig, register
+from pipeline.predictors.base import BuildContext, Firing, LayerInput, Plan, Predictor, PredictorConfig, register
 from pipeline.predictors.patterns import Pattern, pattern_mask
-from pipeline.predictors.tiles import cell_masks, fire_where_all
+from pipeline.predictors.tiles import cell_masks, pattern_rule
 
 
 @dataclass
@@ -55,8 +54,9 @@ class TileRule(Predictor):
     def masks(self, x: LayerInput) -> tuple[Tensor, Tensor]:
         return cell_masks(self.fire(x), self.window, self.pattern_name, tuple(x.activation.shape))
 
-    def kernel_pattern(self) -> Tensor:
-        return self.pattern.to(torch.uint8).contiguous()
+    def fired(self, rule: str, **more) -> Firing:
+        """A firing of this layer's tiles: ``rule`` with its window and pattern."""
+        return Firing(rule, self.window, self.pattern, **more)
 
 
 @register("tile", TileConfig)
@@ -68,8 +68,9 @@ class TilePredictor(TileRule):
         self.threshold = float(plan.get("threshold", 0.0))
 
     def fire(self, x: LayerInput) -> Tensor:
-        ok = x.zero if self.threshold == 0 else x.activation <= self.threshold  # ReLU outputs are >= 0
-        return fire_where_all(ok, self.window, self.pattern_name, pattern_only=True)
+        threshold = self.threshold  # a pattern cell "is zero" when <= threshold (ReLU outputs are >= 0)
+        ok = (lambda cells: cells == 0) if threshold == 0 else (lambda cells: cells <= threshold)
+        return pattern_rule(x.activation, self.window, self.pattern_name, ok)
 
-    def kernel_spec(self) -> KernelSpec:
-        return KernelSpec(1, self.window, self.kernel_pattern(), self.threshold)
+    def firing(self, x: LayerInput) -> Firing:
+        return self.fired("pattern_at_most", threshold=self.threshold)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from pipeline.predictors.base import KernelSpec, LayerInput, PredictorConfig, register
+from pipeline.predictors.base import Firing, LayerInput, PredictorConfig, register
 from pipeline.predictors.patterns import Pattern
 from pipeline.predictors.tile import TileRule
 from pipeline.predictors.tiles import fire_where_all
@@ -29,5 +29,5 @@ class TileOracle(TileRule):
     def fire(self, x: LayerInput) -> Tensor:
         return fire_where_all(x.zero, self.window, self.pattern_name, pattern_only=False)
 
-    def kernel_spec(self) -> KernelSpec:
-        return KernelSpec(2, self.window, self.kernel_pattern(), 0.0)
+    def firing(self, x: LayerInput) -> Firing:
+        return self.fired("all_zero_tiles")

@@ -40,12 +40,28 @@ def fire_where_all(ok: Tensor, k: int, pattern: str, pattern_only: bool) -> Tens
     map, whatever k).
     """
     n, c, h, w = ok.shape
+    if pattern_only:
+        return pattern_rule(ok, k, pattern, lambda cells: cells)
     blocked = ~ok
     if pattern_only:
         blocked = blocked & basis_map(pattern, k, h, w, ok.device)
     size = (min(k, h), min(k, w))  # k past the map: the map is one tile along that side
     any_blocked = F.max_pool2d(blocked.to(torch.float32), size, stride=size, ceil_mode=True)  # (N, C, th, tw)
     return (any_blocked == 0) & has_pattern_cell(h, w, k, pattern, ok.device)
+
+
+def pattern_rule(values: Tensor, k: int, pattern: str, ok) -> Tensor:
+    """(N, C, th, tw) bool: the tiles whose every in-bounds pattern cell is ``ok`` (and that have one).
+
+    ``ok`` maps a strided view of ``values`` (N, C, H, W) to bool: only the pattern cells are read, one
+    view per pattern cell of the k x k pattern (the cells past the map never block a tile)."""
+    n, c, h, w = values.shape
+    th, tw = tile_grid(h, w, k)
+    fire = has_pattern_cell(h, w, k, pattern, values.device).expand(n, c, th, tw).clone()
+    for i, j in pattern_mask(pattern, k).nonzero().tolist():
+        cells = values[:, :, i::k, j::k]  # the (i, j) cell of every tile that has it in bounds
+        fire[:, :, : cells.shape[2], : cells.shape[3]] &= ok(cells)
+    return fire
 
 
 def basis_map(pattern: str, k: int, h: int, w: int, device: torch.device | str = "cpu") -> Tensor:

@@ -16,6 +16,7 @@ PARENT_RUN_TAG = "mlflow.parentRunId"
 CONFIG_HASH_TAG = "config_hash"  # a job's identity (resume)
 ANALYSIS_TAG = "analysis"  # "true" on an analysis run
 BASELINE_TAG = "baseline"  # "true" when the job predicts nothing in any layer (the drops' reference)
+COUNTING_TAG = "counting_backend"  # kernel (the fused C kernel, float32 CPU tensors) or torch (the reference)
 MEASUREMENT_VERSION_TAG = "measurement_version"  # pipeline.job.identity.MEASUREMENT_VERSION of the run
 # the process that owns a RUNNING run (pipeline.tracking.claims): how a run left by a dead process is recognized
 OWNER_HOST = "owner.host"

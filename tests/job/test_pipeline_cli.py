@@ -14,6 +14,7 @@ import pytest
 from pipeline.tracking.config import TrackingConfig
 from pipeline.tracking.tracker import Tracker
 from tests.cli import EXPERIMENT, REPO, client, run_pipeline, runs, store_args
+from tests.conftest import HAVE_KERNEL
 
 CONTRACT_METRICS = {
     "top1", "top5", "sparsity", "mac_saving", "images", "model_conv_macs_per_image",
@@ -67,6 +68,7 @@ def test_each_run_has_every_contract_metric_param_and_artifact(sweep):
         assert run.data.params["model"] == "alexnet_fmnist" and run.data.params["limit"] == "300"
         for tag in ("git_commit", "torch_version", "project_version", "sweep", "config_hash"):
             assert run.data.tags.get(tag)
+        assert run.data.tags["counting_backend"] == ("kernel" if HAVE_KERNEL else "torch")  # this CPU run's path
         artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
         assert {"layers.csv", "config.yaml", "overrides.yaml"} <= artifacts
         path = mlflow_client.download_artifacts(run.info.run_id, "layers.csv", str(tmp / run.info.run_id))

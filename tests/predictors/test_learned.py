@@ -87,6 +87,27 @@ def test_counts_follow_the_contract(tmp_path):
     assert result.masses[1].item() == pytest.approx(float(activation[predicted].sum()))
 
 
+@pytest.mark.parametrize("threshold", [0.0, 0.2, 0.6])
+def test_the_kernel_counts_the_score_network_decision_as_the_reference(tmp_path, threshold, monkeypatch):
+    """The fused kernel, handed the decision per cell, counts and applies it as the masks do: many
+    planes (the kernel's chunks), odd map sizes (edge tiles)."""
+    from pipeline.measurement import counts as counts_module
+    from tests.conftest import HAVE_KERNEL
+
+    if not HAVE_KERNEL:
+        pytest.skip("no C compiler: the counting kernel cannot be built")
+    tiny_checkpoint(tmp_path / "p.pt")
+    predictor = learned(tmp_path / "p.pt", threshold=threshold)
+    activation = random_activation((5, 4, 31, 17), seed=6)
+    reference = counts_module.measure_torch(activation.clone(), predictor)
+    monkeypatch.setattr(counts_module, "measure_torch", None)  # the kernel must really run
+    fast = measure(activation.clone(), predictor)
+    assert fast.counts.tolist() == reference.counts.tolist()
+    assert torch.allclose(fast.masses, reference.masses, rtol=1e-6, atol=1e-6)
+    assert torch.equal(fast.output, reference.output)
+    assert 0 < fast.counts[3] + fast.counts[4] < activation.numel()  # some cells predicted, not all
+
+
 def test_checkpoint_round_trips_with_weights_only(tmp_path):
     net = tiny_checkpoint(tmp_path / "p.pt", threshold=0.37)
     state = load_checkpoint(tmp_path / "p.pt")  # torch.load(weights_only=True)

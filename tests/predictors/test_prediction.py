@@ -377,6 +377,8 @@ def near_zero_values(activation: torch.Tensor) -> torch.Tensor:
 CASES = [("tile", pattern, 0.0) for pattern in PATTERN_NAMES]
 CASES += [("tile", "diagonal", 0.05), ("tile", "checkerboard", 0.1), ("tile", "cross", 0.3)]
 CASES += [("tile_oracle", pattern, 0.0) for pattern in ("diagonal", "corners", "center")]
+# the kinds whose decision is handed to the kernel made (random: per tile) or as a rule on cells (oracle)
+KERNEL_CASES = [*CASES, ("random", "diagonal", 0.0), ("random", "checkerboard", 0.0), ("oracle", None, 0.0)]
 
 
 @pytest.mark.parametrize("kind, pattern, threshold", CASES, ids=lambda v: str(v))
@@ -412,11 +414,12 @@ def test_oracle_and_none_equal_brute_force(kind: str, path: str) -> None:
 
 
 @pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler: the counting kernel cannot be built")
-@pytest.mark.parametrize("kind, pattern, threshold", CASES, ids=lambda v: str(v))
+@pytest.mark.parametrize("kind, pattern, threshold", KERNEL_CASES, ids=lambda v: str(v))
 def test_kernel_equals_the_torch_reference(kind: str, pattern: str, threshold: float, monkeypatch) -> None:
     # a larger map with many planes: the kernel's chunking, against the masks of the reference
     activation = near_zero_values(random_activation((4, 9, 30, 23), seed=3, blocks=8))
-    params = {"pattern": pattern, **({"threshold": threshold} if kind == "tile" else {})}
+    params = {"pattern": pattern, **({"threshold": threshold} if kind == "tile" else {})} if pattern else {}
+    params |= {"seed": 4} if kind == "random" else {}
     reference_path = counts_module.measure_torch
     for window in (1, 2, 3, 5, 7):
         predictor = make_predictor(kind, window, **params)
@@ -467,3 +470,22 @@ def test_apply_zeroes_in_place_but_not_under_autograd() -> None:
     assert leaf[0, 0, 0, 1] == 5  # the input is untouched
     result.output.sum().backward()  # gradients flow through the cells that are kept, not the predicted ones
     assert leaf.grad[0, 0, 0, 1] == 0 and leaf.grad[0, 0, 2, 0] == 1
+
+
+def test_every_kind_says_what_fires_so_the_kernel_counts_it() -> None:
+    """No kind falls back to counting its masks in torch on the CPU (the learned kind: test_learned.py)."""
+    from pipeline.predictors import FIRING_RULES, Firing
+
+    activation = random_activation((2, 3, 8, 7), seed=2)
+    for kind in sorted(set(KINDS) - {"learned"}):
+        firing = make_predictor(kind, 3, seed=1).firing(LayerInput(activation))
+        assert isinstance(firing, Firing) and firing.rule in FIRING_RULES, kind
+    with pytest.raises(ValueError, match="unknown firing rule 'some'"):
+        Firing("some")
+    with pytest.raises(ValueError, match="given_tiles: `given` is missing"):
+        Firing("given_tiles", 3)
+    wrong = Firing("given_tiles", 3, pattern_mask("diagonal", 3), given=torch.zeros(2, 3, 8, 7, dtype=torch.bool))
+    if HAVE_KERNEL:  # a decision of the wrong shape never reaches the kernel
+        with pytest.raises(ValueError, match=r"given has shape \(2, 3, 8, 7\), expected \(2, 3, 3, 3\)"):
+            fixed = type("Fixed", (), {"firing": lambda self, x: wrong, "macs": lambda self, shape: 0})
+            measure(activation.clone(), fixed())

@@ -12,9 +12,16 @@
  *   3. k x k tile prediction with a k x k pattern (contract sections 3 and 7). A tile with an
  *      in-bounds pattern cell fires when
  *        mode 1 (tile):        every in-bounds pattern cell has a value <= threshold;
- *        mode 2 (tile_oracle): every in-bounds cell of the tile is 0.
- *      Its other in-bounds cells are predicted (pred_hit when 0, pred_miss otherwise) and, when
- *      `apply` is set, zeroed in place; its pattern cells keep their values. Mode 0: no prediction.
+ *        mode 2 (tile_oracle): every in-bounds cell of the tile is 0;
+ *        mode 4 (given tiles): `given[tile]` is set (one byte per tile, tiles numbered through the
+ *                              planes: the random control's draws);
+ *      its pattern cells are zero_diag (modes 1, 2: they are <= threshold / zero) and its other
+ *      in-bounds cells are predicted (pred_hit when 0, pred_miss otherwise) and, when `apply` is set,
+ *      zeroed in place; its pattern cells keep their values. Mode 0: no prediction.
+ *   Cell predictions that need no tiles of their own:
+ *        mode 3 (zero cells):  exactly the zero cells are predicted, no basis (the oracle);
+ *        mode 5 (given cells): the cells with `given[cell]` set are predicted (a learned predictor's
+ *                              decision, never a pattern cell); zero_diag = the zero pattern cells.
  * out[0..8] += zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5;
  * mass[0..1] += sum of the values, sum of the values of pred_miss cells (double). Float sums are
  * taken per chunk and added in chunk order, so they do not depend on the thread count.
@@ -33,6 +40,7 @@ typedef struct {
     int64_t h, w, hw, k, chunk_planes, tiles;
     int mode, apply;
     float threshold;
+    const uint8_t *given; /* modes 4 and 5: per tile / per cell of all planes */
     uint8_t *edge;       /* [chunk_planes * hw] min(row, col, 5): s-windows end where edge >= s-1 */
     int32_t *tile_of;    /* [chunk_planes * hw] the tile of each cell (numbered through the chunk) */
     uint8_t *other;      /* [chunk_planes * hw] not a pattern cell (predicted when its tile fires) */
@@ -82,7 +90,7 @@ static double block_sum(const float *restrict x, const uint8_t *restrict mask, i
     return total;
 }
 
-static void measure_chunk(const layout_t *lay, float *x, int64_t nplanes, uint8_t *restrict z,
+static void measure_chunk(const layout_t *lay, float *x, int64_t first_plane, int64_t nplanes, uint8_t *restrict z,
                           uint8_t *restrict a, uint8_t *restrict b, int32_t *restrict fire, int64_t *out,
                           double *mass) {
     const int64_t n = nplanes * lay->hw, w = lay->w;
@@ -104,10 +112,17 @@ static void measure_chunk(const layout_t *lay, float *x, int64_t nplanes, uint8_
     }
 
     if (lay->mode == 0) return;
+    if (lay->mode == 3) { /* the zero cells: all hits, nothing lost, nothing to zero */
+        out[2] += count;
+        return;
+    }
     const float t = lay->threshold;
     if (lay->k <= 1) { /* 1x1 tiles: each cell is its own pattern cell, nothing is predicted */
         int32_t fired = 0;
-        if (lay->mode == 2 || t == 0.0f) {
+        if (lay->mode == 4) {
+            const uint8_t *restrict given = lay->given + first_plane * lay->hw;
+            for (int64_t e = 0; e < n; e++) fired += given[e] != 0;
+        } else if (lay->mode == 2 || lay->mode == 5 || t == 0.0f) {
             fired = count;
         } else {
 #pragma omp simd reduction(+ : fired)
@@ -121,18 +136,34 @@ static void measure_chunk(const layout_t *lay, float *x, int64_t nplanes, uint8_
     uint8_t *restrict fired = a; /* the window buffers are free again */
     const int64_t ntiles = nplanes * lay->tiles, npattern = nplanes * lay->npattern;
     const int32_t *restrict basis = lay->basis, *restrict tile_of = lay->tile_of;
-    for (int64_t tile = 0; tile < ntiles; tile++) fire[tile] = basis[tile] > 0;
-    if (lay->mode == 1 && t == 0.0f) { /* the paper's rule: pattern cells equal to 0 */
+    int64_t zero_diag = 0;
+    const uint8_t *restrict other_cell = lay->other;
+    if (lay->mode == 5) { /* given cells: the decision is made, count it */
+        const uint8_t *restrict given = lay->given + first_plane * lay->hw;
+        for (int64_t e = 0; e < n; e++) {
+            fired[e] = given[e] != 0;
+            zero_diag += z[e] & !other_cell[e];
+        }
+        goto count_predicted;
+    }
+    if (lay->mode == 4) {
+        const uint8_t *restrict given = lay->given + first_plane * lay->tiles;
+        for (int64_t tile = 0; tile < ntiles; tile++) fire[tile] = given[tile] != 0;
+    } else {
+        for (int64_t tile = 0; tile < ntiles; tile++) fire[tile] = basis[tile] > 0;
+    }
+    if (lay->mode == 4) {
+        /* fired as given */
+    } else if (lay->mode == 1 && t == 0.0f) { /* the paper's rule: pattern cells equal to 0 */
         for (int64_t m = 0; m < npattern; m++) fire[lay->pattern_tile[m]] &= z[lay->pattern_cells[m]];
     } else if (lay->mode == 1) {
         for (int64_t m = 0; m < npattern; m++) fire[lay->pattern_tile[m]] &= x[lay->pattern_cells[m]] <= t;
     } else {
         for (int64_t e = 0; e < n; e++) fire[tile_of[e]] &= z[e];
     }
-    int64_t zero_diag = 0;
     for (int64_t tile = 0; tile < ntiles; tile++) zero_diag += fire[tile] * basis[tile];
-    const uint8_t *restrict other_cell = lay->other;
     for (int64_t e = 0; e < n; e++) fired[e] = (uint8_t)fire[tile_of[e]] & other_cell[e]; /* predicted */
+count_predicted:;
     int32_t predicted = 0, hit = 0;
     for (int64_t e = 0; e < n; e++) {
         predicted += fired[e];
@@ -159,7 +190,7 @@ static int run_job(job_t *job) { /* 0 on success */
     for (int64_t p = job->first; p < job->last; p += lay->chunk_planes) {
         int64_t nplanes = job->last - p < lay->chunk_planes ? job->last - p : lay->chunk_planes;
         double *mass = job->mass + (p / lay->chunk_planes) * NMASS;
-        measure_chunk(lay, job->data + p * lay->hw, nplanes, z, a, b, fire, job->out, mass);
+        measure_chunk(lay, job->data + p * lay->hw, p, nplanes, z, a, b, fire, job->out, mass);
     }
     free(buffer);
     free(fire);
@@ -167,10 +198,10 @@ static int run_job(job_t *job) { /* 0 on success */
 }
 
 static int build_layout(layout_t *lay, int64_t h, int64_t w, int64_t k, const uint8_t *pattern, int mode,
-                        float threshold, int apply) {
+                        float threshold, int apply, const uint8_t *given) {
     memset(lay, 0, sizeof(*lay));
     lay->h = h; lay->w = w; lay->hw = h * w; lay->k = k; lay->mode = mode; lay->threshold = threshold;
-    lay->apply = apply;
+    lay->apply = apply; lay->given = given;
     lay->chunk_planes = lay->hw >= CHUNK ? 1 : CHUNK / lay->hw;
     int64_t n = lay->chunk_planes * lay->hw;
     lay->edge = (uint8_t *)malloc((size_t)n);
@@ -181,7 +212,7 @@ static int build_layout(layout_t *lay, int64_t h, int64_t w, int64_t k, const ui
             lay->edge[r * w + c] = (uint8_t)(m < 5 ? m : 5);
         }
     for (int64_t q = 1; q < lay->chunk_planes; q++) memcpy(lay->edge + q * lay->hw, lay->edge, (size_t)lay->hw);
-    if (mode == 0 || k <= 1) return 0;
+    if (mode == 0 || mode == 3 || k <= 1) return 0;
     int64_t th = (h + k - 1) / k, tw = (w + k - 1) / k;
     lay->tiles = th * tw;
     int64_t cp = lay->chunk_planes, tiles = lay->tiles, hw = lay->hw;
@@ -219,13 +250,15 @@ static void free_layout(layout_t *lay) {
 }
 
 /* Returns 0 on success. mode 0: statistics only (a layer that predicts nothing); 1: tile rule with
-   `threshold`; 2: tile oracle. `pattern` is the k x k pattern (uint8), read in modes 1 and 2. */
+   `threshold`; 2: tile oracle; 3: the zero cells; 4: given tiles; 5: given cells (see the header).
+   `pattern` is the k x k pattern (uint8), read in modes 1, 2, 4 and 5; `given` in modes 4 and 5. */
 int cnp_measure(float *data, int64_t planes, int64_t h, int64_t w, int64_t k, const uint8_t *pattern, int mode,
-                float threshold, int apply, int threads, int64_t *out, double *mass) {
+                float threshold, int apply, int threads, int64_t *out, double *mass, const uint8_t *given) {
     if (planes <= 0 || h <= 0 || w <= 0) return 0;
-    if (mode != 0 && k < 1) return 2;
+    if (mode < 0 || mode > 5 || ((mode == 4 || mode == 5) && !given)) return 2;
+    if (mode != 0 && mode != 3 && k < 1) return 2;
     layout_t lay;
-    if (build_layout(&lay, h, w, k, pattern, mode, threshold, apply)) { free_layout(&lay); return 1; }
+    if (build_layout(&lay, h, w, k, pattern, mode, threshold, apply, given)) { free_layout(&lay); return 1; }
     int64_t chunks = (planes + lay.chunk_planes - 1) / lay.chunk_planes;
     double *chunk_mass = (double *)calloc((size_t)(chunks * NMASS), sizeof(double));
     if (!chunk_mass) { free_layout(&lay); return 1; }
