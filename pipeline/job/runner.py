@@ -7,11 +7,9 @@ before a run is created, so bad input never leaves a run behind.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,25 +22,20 @@ from pipeline.app import plain_config
 from pipeline.errors import PipelineError
 from pipeline.fitting.recover import RecoverError, recover
 from pipeline.fitting.recover import check as check_recovery
-from pipeline.job.config import PipelineConfig, validate
-from pipeline.job.identity import MEASUREMENT_VERSION, identity_extras
+from pipeline.job.config import PipelineConfig
+from pipeline.job.identity import MEASUREMENT_VERSION
+from pipeline.job.labels import describe, layer_text, model_label, predictor_label
+from pipeline.job.plan import prepare
 from pipeline.measurement.counts import backend as counting_backend
 from pipeline.measurement.counts import layer_metrics, rate_metrics
 from pipeline.measurement.evaluate import Evaluation, evaluate
 from pipeline.measurement.instrument import InstrumentedModel
 from pipeline.networks.checks import check_model
 from pipeline.networks.data import load_eval_data
-from pipeline.networks.layers import PredictableLayer, TraceError, discover_layers, model_conv_macs, resolve_scope
-from pipeline.networks.models import build_model
+from pipeline.networks.layers import model_conv_macs
 from pipeline.predictors import (
-    BuildContext,
-    Predictor,
-    factory,
-    kind_class,
     parameters,
     plain_value,
-    predicts_nothing,
-    resolve_plans,
 )
 from pipeline.tracking.client import git_commit
 from pipeline.tracking.keys import (
@@ -58,13 +51,6 @@ from pipeline.tracking.keys import (
 )
 from pipeline.tracking.redact import redact, redact_tree
 from pipeline.tracking.tracker import Tracker
-
-# keys that do not change a job's numbers: not part of its identity for resume
-VOLATILE_KEYS = ("force", "progress", "tracking", "device", "objective")
-VOLATILE_DATA_KEYS = ("batch_size", "num_workers", "cache", "download")
-# keys added after identities were first recorded: left out of the identity at their default, so the
-# runs recorded before a key existed keep their identity (a rerun reuses them)
-LATER_DEFAULTS = {("model", "leaf_modules"): []}
 
 
 @dataclass
@@ -101,80 +87,19 @@ class HydraJob:
         )
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """A job's identity: its resolved config without the keys that do not change its numbers."""
-    plain = plain_config(cfg)
-    for key in VOLATILE_KEYS:
-        plain.pop(key, None)
-    for key in VOLATILE_DATA_KEYS:
-        plain.get("data", {}).pop(key, None)
-    for (group, key), default in LATER_DEFAULTS.items():
-        if plain.get(group, {}).get(key, default) == default:
-            plain.get(group, {}).pop(key, None)
-    plain["identity"] = identity_extras(plain)  # checkpoint contents and the measurement version
-    text = json.dumps(plain, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PipelineError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
-    return device
-
-
-def canonical(cfg: DictConfig) -> tuple[DictConfig, list[str]]:
-    """The config as it is evaluated, with the keys that cannot change its numbers set to one value.
-
-    A run that predicts nothing in any layer does not depend on ``layer`` (a layer sweep runs its
-    baseline once, as ``layer=all``); a kind without tiles does not depend on ``window`` (set to 1).
-    Returns the new config and a note per change, for the job's line.
-    """
-    config = validate(cfg)
-    plain = plain_config(cfg)
-    plain["predictor"]["layers"] = {str(key): entry for key, entry in plain["predictor"].get("layers", {}).items()}
-    notes = []
-    tiled = kind_class(config.predictor.kind).tiled or any(
-        kind_class(entry.kind or config.predictor.kind).tiled for entry in config.predictor.layers.values()
-    )
-    if not tiled and config.window != 1:
-        plain["window"] = 1
-        notes.append(f"predictor {config.predictor.kind} cuts no tiles: runs as window=1")
-    if config.layer != "all" and predicts_nothing(config.predictor, config.window):
-        plain["layer"] = "all"
-        notes.append(f"nothing is predicted, so layer={config.layer} does not matter: runs as layer=all")
-    return OmegaConf.create(plain), notes
-
-
 def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
     """Evaluate one configuration and record it as one MLflow run."""
     job = job or HydraJob.current()
-    try:
-        config = validate(cfg)
-    except ValueError as exc:
-        raise PipelineError(str(exc)) from None
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    device = pick_device(config.device)
-    model = _build(config).to(device)
-    layers = _check_layers(model, config)
-    requested = _layer_text(config.layer, layers)
-    try:
-        cfg, notes = canonical(cfg)
-        config = validate(cfg)
-    except ValueError as exc:
-        raise PipelineError(str(exc)) from None
-    for note in notes:
-        print(f"{model_label(config)} layer={requested}: {note}", flush=True)
-    predictors = _build_predictors(config, layers)
+    plan = prepare(cfg)
+    cfg, config, model, layers, device = plan.cfg, plan.config, plan.model, plan.layers, plan.device
+    for note in plan.notes:
+        print(f"{model_label(config)} layer={layer_text(plan.requested_layer, layers)}: {note}", flush=True)
     try:
         check_recovery(config.recover, model, model_label(config))
     except RecoverError as exc:
         raise PipelineError(str(exc)) from None
     where = describe(config, layers)
-    identity = config_hash(cfg)
+    identity = plan.identity
     tracker = Tracker(config.tracking)
     if not config.force:
         done = tracker.finished_run(identity)
@@ -190,11 +115,12 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
             f"data {config.data.name} gives {tuple(data.image_shape)} images but model "
             f"{model_label(config)} expects model.input_size={list(config.model.input_size)}"
         )
-    max_window = max([config.window, *(p.window for p in predictors if getattr(p, "window", None))])
     check_model(
-        model, model_label(config), config.model.input_size, max_window, config.data.name, data.num_classes, device
-    )
-    net = InstrumentedModel(model, lambda _layers, _scope: predictors, config.layer).to(device)
+        model, model_label(config), config.model.input_size, plan.max_window, config.data.name, data.num_classes,
+        device, plan.graph,
+    )  # fmt: skip
+    net = InstrumentedModel(model, lambda _layers, _scope: plan.predictors, config.layer, plan.graph, layers)
+    net = net.to(device)
     conv_macs = model_conv_macs(model, tuple(config.model.input_size))
     baseline = config.recover.kind == "none" and all(p is None or p.predicts_nothing for p in net.predictors())
 
@@ -259,69 +185,6 @@ def model_metrics(result: Evaluation, conv_macs_per_image: int) -> dict[str, flo
     return metrics
 
 
-def model_label(config: PipelineConfig) -> str:
-    """The model's name; a custom model is named by its factory (two custom nets stay apart)."""
-    if config.model.name == "custom" and (config.model.target or config.model._target_):
-        return f"custom:{config.model.target or config.model._target_}"
-    return config.model.name
-
-
-def predictor_label(config: PipelineConfig) -> str:
-    """``tile(diagonal)``, ``tile(checkerboard,t=0.05)``, ``oracle``, ``random(diagonal)+2 layers``."""
-    if config.operating_point is not None:
-        return f"operating_point({config.operating_point.name})"
-    predictor = config.predictor
-    values = [str(plain_value(predictor.pattern))] if hasattr(predictor, "pattern") else []
-    threshold = getattr(predictor, "threshold", 0.0)
-    if threshold:
-        values.append(f"t={threshold:g}")
-    label = predictor.kind + (f"({','.join(values)})" if values else "")
-    if predictor.layers:
-        label += f"+{len(predictor.layers)} layer{'s' if len(predictor.layers) > 1 else ''}"
-    return label
-
-
-def describe(config: PipelineConfig, layers: list[PredictableLayer] | None = None) -> str:
-    """The job's line head: ``alexnet_fmnist window=3 layer=3 (features.8) predictor=tile(diagonal)``."""
-    layer = _layer_text(config.layer, layers)
-    recovered = f" recover={config.recover.kind}" if config.recover.kind != "none" else ""
-    return (
-        f"{model_label(config)} window={config.window} layer={layer} predictor={predictor_label(config)}{recovered}"
-    )
-
-
-def _layer_text(layer: str, layers: list[PredictableLayer] | None) -> str:
-    """``3 (features.8)`` for an index, the name as given otherwise."""
-    if layers is None or layer == "all" or not layer.isdigit() or int(layer) >= len(layers):
-        return layer
-    return f"{layer} ({layers[int(layer)].name})"
-
-
-def _check_layers(model: torch.nn.Module, config: PipelineConfig) -> list[PredictableLayer]:
-    """The model's predictable layers; the layer scope and the per-layer table checked against them."""
-    try:
-        layers = discover_layers(model)
-        if not layers:
-            raise ValueError(
-                f"{type(model).__name__} has no predictable layer (a ReLU fed by Conv2d through "
-                "BatchNorm2d, Identity or adds only): nothing to measure"
-            )
-        scope = resolve_scope(layers, config.layer)
-        resolve_plans(config.predictor, config.window, layers, scope)
-    except (ValueError, TraceError) as exc:
-        raise PipelineError(f"model {model_label(config)}: {exc}") from None
-    return layers
-
-
-def _build_predictors(config: PipelineConfig, layers: list[PredictableLayer]) -> list[Predictor]:
-    """One predictor per layer (a learned kind loads its checkpoint here, before any run exists)."""
-    context = BuildContext(seed=config.seed, model=config.model.name)
-    try:
-        return factory(config.predictor, config.window, context)(layers, resolve_scope(layers, config.layer))
-    except (ValueError, OSError) as exc:
-        raise PipelineError(f"model {model_label(config)}, predictor {config.predictor.kind}: {exc}") from None
-
-
 def predictor_params(config: PipelineConfig) -> dict[str, object]:
     """``predictor`` (the kind) and ``predictor.<name>`` for each of its parameters and the layer table."""
     predictor = config.predictor
@@ -357,15 +220,6 @@ def params(config: PipelineConfig, device: torch.device) -> dict[str, object]:
         for key, value in section.items():
             values[f"{group}.{key}"] = value
     return values
-
-
-def _build(config: PipelineConfig):
-    from pipeline.networks.models import ModelError
-
-    try:
-        return build_model(config.model)
-    except ModelError as exc:
-        raise PipelineError(str(exc)) from None
 
 
 def _load(config: PipelineConfig):

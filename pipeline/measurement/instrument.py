@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.fx as fx
 from torch import Tensor, nn
 
 from pipeline.measurement.counts import MASS_KEYS, MEASURED_KEYS, LayerCounts, measure, predict
@@ -65,11 +66,14 @@ class InstrumentedModel(nn.Module):
     """
 
     def __init__(
-        self, model: nn.Module, predictors: PredictorFactory | None = None, layer: str | int = "all"
-    ) -> None:
+        self, model: nn.Module, predictors: PredictorFactory | None = None, layer: str | int = "all",
+        graph: fx.GraphModule | None = None, layers: list[PredictableLayer] | None = None,
+    ) -> None:  # fmt: skip
+        """``graph`` and ``layers``: the model's traced forward and its layers when a job has them
+        already (the probes are inserted into that graph); traced and discovered here otherwise."""
         super().__init__()
-        graph_module = trace(model)
-        self.layers = discover_layers(model, graph_module)
+        graph_module = graph if graph is not None else trace(model)
+        self.layers = layers if layers is not None else discover_layers(model, graph_module)
         if not self.layers:
             raise ValueError(
                 f"{type(model).__name__} has no predictable layer (a ReLU fed by Conv2d through "

@@ -30,9 +30,11 @@ class ModelShapes:
     output: tuple[int, ...] | None  # None when the output is not one tensor
 
 
-def model_shapes(model: nn.Module, input_size: Sequence[int], device: torch.device | str = "cpu") -> ModelShapes:
-    """Trace ``model`` and run one zero image of ``input_size`` (C, H, W) through it."""
-    graph = trace(model)
+def model_shapes(model: nn.Module, input_size: Sequence[int], device: torch.device | str = "cpu",
+                 graph: torch.fx.GraphModule | None = None) -> ModelShapes:  # fmt: skip
+    """Run one zero image of ``input_size`` (C, H, W) through ``model``'s traced forward (``graph``, or
+    traced here), recording the shapes on its nodes."""
+    graph = graph if graph is not None else trace(model)
     layers = discover_layers(model, graph)
     try:
         with torch.no_grad():
@@ -87,8 +89,9 @@ def check_classes(output: tuple[int, ...] | None, data_classes: int | None, mode
 
 
 def check_model(model: nn.Module, model_name: str, input_size: Sequence[int], window: int,
-                data_name: str, data_classes: int | None, device: torch.device) -> None:  # fmt: skip
-    """Every check of this module, for one job."""
-    shapes = model_shapes(model, input_size, device)
+                data_name: str, data_classes: int | None, device: torch.device,
+                graph: torch.fx.GraphModule | None = None) -> None:  # fmt: skip
+    """Every check of this module, for one job (``graph``: the model's traced forward, if traced already)."""
+    shapes = model_shapes(model, input_size, device, graph)
     check_classes(shapes.output, data_classes, model_name, data_name)
     check_window(window, shapes.maps, model_name)

@@ -45,14 +45,16 @@ class ModelError(PipelineError):
     """A model cannot be built or its weights cannot be found; the message says what to do."""
 
 
-def build_model(cfg: ModelConfig) -> nn.Module:
-    """The model named by ``cfg``, with its weights, in eval mode."""
+def build_model(cfg: ModelConfig, reads: list[Path] | None = None) -> nn.Module:
+    """The model named by ``cfg``, with its weights, in eval mode; the weights file it loads is appended
+    to ``reads`` (a job's identity hashes exactly the files it read)."""
+    reads = [] if reads is None else reads
     if cfg.name in TORCHVISION_MODELS:
-        model = _torchvision_model(cfg)
+        model = _torchvision_model(cfg, reads)
     elif cfg.name in FMNIST_MODELS:
-        model = _fmnist_model(cfg)
+        model = _fmnist_model(cfg, reads)
     elif cfg.name == "custom":
-        model = _custom_model(cfg)
+        model = _custom_model(cfg, reads)
     else:
         raise ModelError(f"unknown model {cfg.name!r}; known: {', '.join(MODELS)}")
     if cfg.leaf_modules:
@@ -60,13 +62,13 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     return model.eval()
 
 
-def _torchvision_model(cfg: ModelConfig) -> nn.Module:
+def _torchvision_model(cfg: ModelConfig, reads: list[Path]) -> nn.Module:
     builder = torchvision.models.get_model_builder(cfg.name)
     model = builder(weights=None, num_classes=cfg.num_classes, **cfg.kwargs)
     if cfg.checkpoint:
-        return _load_checkpoint(model, cfg.checkpoint)
+        return _load_checkpoint(model, cfg.checkpoint, reads)
     if cfg.weights:
-        model.load_state_dict(torchvision_state_dict(cfg.name, cfg.weights))
+        model.load_state_dict(torchvision_state_dict(cfg.name, cfg.weights, reads))
     return model
 
 
@@ -87,7 +89,7 @@ def checkpoint_path(name: str | None, checkpoint: str | Path) -> Path:
     return path
 
 
-def torchvision_state_dict(name: str, weights: str) -> dict[str, torch.Tensor]:
+def torchvision_state_dict(name: str, weights: str, reads: list[Path] | None = None) -> dict[str, torch.Tensor]:
     """Pretrained torchvision weights from the torch hub cache (downloaded there when online)."""
     enum = torchvision.models.get_model_weights(name)
     try:
@@ -108,19 +110,22 @@ def torchvision_state_dict(name: str, weights: str) -> dict[str, torch.Tensor]:
                 f"not be downloaded ({type(exc).__name__}). Put {filename} (from {entry.url}) in "
                 f"{folder}/ (or set TORCH_HOME), or use model.weights=null for a random init."
             ) from exc
-    return torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if reads is not None:
+        reads.append(path)
+    return state
 
 
-def _fmnist_model(cfg: ModelConfig) -> nn.Module:
+def _fmnist_model(cfg: ModelConfig, reads: list[Path]) -> nn.Module:
     from pipeline.networks.fmnist import FMNIST_MODELS as factories
 
     model = factories[cfg.name](num_classes=cfg.num_classes, **cfg.kwargs)
     if cfg.checkpoint:
-        return _load_checkpoint(model, checkpoint_path(cfg.name, cfg.checkpoint))
+        return _load_checkpoint(model, checkpoint_path(cfg.name, cfg.checkpoint), reads)
     return model
 
 
-def _custom_model(cfg: ModelConfig) -> nn.Module:
+def _custom_model(cfg: ModelConfig, reads: list[Path]) -> nn.Module:
     spec = cfg.target or cfg._target_
     if not spec:
         raise ModelError(
@@ -131,7 +136,7 @@ def _custom_model(cfg: ModelConfig) -> nn.Module:
     model = factory(**cfg.kwargs)
     if not isinstance(model, nn.Module):
         raise ModelError(f"factory {spec} returned {type(model).__name__}, not a torch.nn.Module")
-    return _load_checkpoint(model, cfg.checkpoint) if cfg.checkpoint else model
+    return _load_checkpoint(model, cfg.checkpoint, reads) if cfg.checkpoint else model
 
 
 def import_factory(spec: str) -> Callable[..., nn.Module]:
@@ -152,7 +157,7 @@ def import_factory(spec: str) -> Callable[..., nn.Module]:
         raise ModelError(f"module {module_name!r} has no {attr!r} (model factory {spec!r})") from None
 
 
-def _load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+def _load_checkpoint(model: nn.Module, path: str | Path, reads: list[Path]) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"checkpoint {path} does not exist; set model.checkpoint to a state_dict file, or null")
@@ -162,6 +167,7 @@ def _load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
         raise ModelError(
             f"cannot read checkpoint {path} as a plain state_dict with weights_only=True ({exc})"
         ) from exc
+    reads.append(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, Mapping):

@@ -85,6 +85,7 @@ class BuildContext:
     seed: int = 0  # the job's seed (seeded kinds)
     model: str = ""  # the model's registry name (a learned kind finds its shipped checkpoint by it)
     shared: dict[str, Any] = field(default_factory=dict)  # loaded once per job (a checkpoint, ...)
+    reads: list[Any] = field(default_factory=list)  # every file a predictor loaded (Paths; the job's identity)
 
 
 # the interface -----------------------------------------------------------------------------------

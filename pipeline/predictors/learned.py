@@ -106,8 +106,10 @@ class LearnedPredictor(TileRule):
         if self.predicts_nothing:  # 1x1 tiles: every cell is computed, nothing to score
             return
         path = checkpoint_path(plan, context.model)
-        state = context.shared.get(str(path)) or load_checkpoint(path)
-        context.shared[str(path)] = state
+        state = context.shared.get(str(path))
+        if state is None:
+            state = context.shared[str(path)] = load_checkpoint(path)
+            context.reads.append(path)
         trained = (state["pattern"], int(state["window"]))
         if trained != (self.pattern_name, self.window):
             wanted = f"pattern={self.pattern_name} window={self.window}"

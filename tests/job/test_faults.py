@@ -220,34 +220,40 @@ def test_the_measurement_version_is_part_of_the_identity(monkeypatch):
 
     from pipeline.job import identity
     from pipeline.job.config import register
-    from pipeline.job.runner import config_hash
+    from pipeline.job.plan import prepare
 
     register()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["window=2"])
-    first = config_hash(cfg)
-    assert config_hash(cfg) == first
+        plan = prepare(compose("config", overrides=["window=2"]))
+    first = plan.identity
+    assert plan.identity == first and len(plan.files) == 1  # the twin's checkpoint, as read
     monkeypatch.setattr(identity, "MEASUREMENT_VERSION", identity.MEASUREMENT_VERSION + 1)
-    assert config_hash(cfg) != first
+    assert plan.identity != first
 
 
-def test_the_identity_covers_the_learned_checkpoints_each_layer_loads(tmp_path):
-    """The files hashed into a job's identity are those its predictors load: the run's learned predictor,
-    per-layer entries of the same kind (with the run's checkpoint), entries of another kind (from that
-    kind's defaults: the shipped checkpoint of their pattern and window), none for other kinds."""
-    from pipeline.job.identity import predictor_files
+def test_the_identity_covers_exactly_the_files_the_job_read():
+    """The files hashed into a job's identity are those its loaders read, recorded as they are read:
+    the twin's checkpoint; the learned predictors' checkpoint once, when any layer in scope loads it;
+    nothing for a layer out of scope."""
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.job.config import register
+    from pipeline.job.plan import prepare
+    from pipeline.networks.models import CHECKPOINTS
     from pipeline.predictors.learned import shipped_path
 
-    model = "alexnet_fmnist"
-    assert predictor_files(model, {"kind": "tile"}, 3) == []
-    assert predictor_files(model, {"kind": "learned"}, 2) == [shipped_path(model, "checkerboard", 2)]
-    mine = tmp_path / "mine.pt"
-    own = {"kind": "learned", "checkpoint": str(mine), "layers": {"1": {"window": 3}, "2": "off"}}
-    assert predictor_files(model, own, 2) == [mine]  # the entry keeps the run's checkpoint
-    mixed = {"kind": "tile", "layers": {"0": {"kind": "learned", "window": 3}, "features.3": {"window": 4}}}
-    assert predictor_files(model, mixed, 3) == [shipped_path(model, "checkerboard", 3)]
-    home = {"kind": "learned", "checkpoint": "~/p.pt"}
-    assert predictor_files(model, home, 2) == [Path("~/p.pt").expanduser()]  # as the predictor loads it
+    register()
+    twin, learned = CHECKPOINTS / "alexnet_fmnist.pt", shipped_path("alexnet_fmnist", "checkerboard", 2)
+    cases = {
+        ("predictor=tile", "window=3"): [twin],
+        ("predictor=learned",): [twin, learned],  # five layers, one checkpoint: read once
+        ("predictor=tile", "window=3", "+predictor.layers.1={kind: learned, window: 2}"): [twin, learned],
+        ("predictor=tile", "window=3", "layer=0", "+predictor.layers.1={kind: learned, window: 2}"): [twin],
+    }
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        plans = {overrides: prepare(compose("config", overrides=list(overrides))) for overrides in cases}
+    for overrides, files in cases.items():  # the last: layer 1 out of scope, its checkpoint neither read nor hashed
+        assert plans[overrides].files == files, overrides
 
 
 # sweep folders ------------------------------------------------------------------------------

@@ -275,16 +275,17 @@ def test_a_job_identity_without_leaf_modules_is_the_one_recorded_before_the_key_
     from hydra import compose, initialize_config_dir
 
     from pipeline.job.config import register
-    from pipeline.job.runner import config_hash
+    from pipeline.job.plan import prepare
 
     register()
     conf = Path(__file__).resolve().parents[2] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        assert config_hash(compose("config", overrides=["window=2"])) == "8aa4ead1341cff4a1e5f"
-        assert config_hash(compose("config", overrides=["model=resnet18_fmnist", "predictor=oracle"])) == (
+        assert prepare(compose("config", overrides=["window=2"])).identity == "8aa4ead1341cff4a1e5f"
+        assert prepare(compose("config", overrides=["model=resnet18_fmnist", "predictor=oracle"])).identity == (
             "5e2932b2b64982c6e43b"
         )
-        leaves = compose("config", overrides=["model=custom", "model.target=tests.nets:gated"])
-        plain = config_hash(leaves)
+        leaves = compose("config", overrides=["model=custom", "model.target=tests.nets:gated", "window=2"])
         leaves.model.leaf_modules = ["gate"]
-        assert config_hash(leaves) != plain  # set, it is part of the identity
+        plain = prepare(leaves)
+        leaves.model.leaf_modules = ["tests.nets.Gate"]
+        assert prepare(leaves).identity != plain.identity  # set, it is part of the identity
