@@ -416,35 +416,25 @@ def destination(config: SearchAppConfig, name: str) -> Path:
 def preset(result: SearchResult, config: SearchAppConfig) -> str:
     """The operating point as a config-group file (conf/operating_point/<name>.yaml)."""
     search = config.search
-    recover = {k: v for k, v in vars(config.recover).items()}
-    lines = [
-        "# @package _global_",
-        f"# Operating point {result.name}: found by `{search_command(config)}`",
-        f"# on {search.calibration} calibration images of the training split.",
-        f"# Calibration: top-1 drop {100 * result.calibration['top1_drop']:.2f} points, net MAC saving "
+    header = [
+        "@package _global_",
+        f"Operating point {result.name}: found by `{search_command(config)}`",
+        f"on {search.calibration} calibration images of the training split.",
+        f"Calibration: top-1 drop {100 * result.calibration['top1_drop']:.2f} points, net MAC saving "
         f"{100 * result.calibration['net_mac_saving']:.1f} %. Evaluation images: top-1 drop "
         f"{100 * result.test['top1_drop']:.2f} points, net MAC saving {100 * result.test['net_mac_saving']:.1f} %.",
-        f"#   python -m pipeline model={config.model.name} operating_point={result.name}",
-        "defaults:",
-        "  - override /predictor: none",
-        f"  - override /recover: {config.recover.kind}",
-        "",
-        "operating_point:",
-        f"  name: {result.name}",
-        f"  model: {config.model.name}",
-        f"  budget: {search.budget:g}",
-        "predictor:",
-        "  layers:",
+        f"  python -m pipeline model={config.model.name} operating_point={result.name}",
     ]
-    for name, entry in operating_predictor(result.table)["layers"].items():
-        flow = json.dumps(entry).replace('"', "")  # a YAML flow mapping: {kind: tile, window: 3, ...}
-        lines.append(f"    {name}: {flow}")
-    if not operating_predictor(result.table)["layers"]:
-        lines[-1] = "  layers: {}"
-    if len(recover) > 1:
-        lines.append("recover:")
-        lines += [f"  {k}: {'null' if v is None else v}" for k, v in recover.items() if k != "kind"]
-    return "\n".join(lines) + "\n"
+    body: dict[str, Any] = {
+        "defaults": [{"override /predictor": "none"}, {"override /recover": config.recover.kind}],
+        "operating_point": {"name": result.name, "model": config.model.name, "budget": search.budget},
+        "predictor": {"layers": operating_predictor(result.table)["layers"]},
+    }
+    recover = {k: v for k, v in vars(config.recover).items() if k != "kind"}
+    if recover:
+        body["recover"] = recover
+    comments = "".join(f"# {' '.join(line.splitlines())}\n" for line in header)  # one line each, whatever a name has
+    return comments + OmegaConf.to_yaml(OmegaConf.create(body))  # quoted where a value needs it
 
 
 def search_command(config: SearchAppConfig) -> str:

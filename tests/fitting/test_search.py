@@ -182,6 +182,28 @@ def test_the_result_is_an_operating_point_preset_the_pipeline_runs(searched, tmp
             validate(compose("config", overrides=["model=vgg16_fmnist", "operating_point=tiny"]))
 
 
+def test_a_preset_keeps_any_name_and_path_it_is_given(tmp_path):
+    """The preset is written by OmegaConf: a name or a recover value holding ': ', quotes or '#' reads back
+    as it was (a hand-built YAML line would break on them), under its comment header."""
+    from pipeline.fitting.operating_points import SearchResult, preset
+    from pipeline.fitting.operating_points import validate as validate_search
+
+    name = 'odd: "name" #1'
+    table = {"features.0": {"kind": "tile", "pattern": "cross", "window": 3}, "features.3": {"kind": "none"}}
+    numbers = {"top1_drop": 0.004, "net_mac_saving": 0.3}
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        config = validate_search(compose("search", overrides=["recover=finetune"]))
+    text = preset(SearchResult(name, table, numbers, numbers, "run", tmp_path / "p.yaml"), config)
+    assert text.startswith("# @package _global_\n# Operating point odd: ")
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "operating_point" / "odd.yaml").write_text(text)
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = validate(compose("config", overrides=["model=alexnet_fmnist", "operating_point=odd"]))
+    assert cfg.operating_point.name == name and cfg.recover.kind == "finetune"
+    assert list(cfg.predictor.layers) == ["features.0"] and cfg.predictor.layers["features.0"].window == 3
+
+
 @pytest.mark.parametrize(
     ("module", "override", "message"),
     [
