@@ -81,16 +81,15 @@ def measure(activation: Tensor, predictor: Predictor | None, first_image: int = 
     everything else through the torch functions that :func:`measure_torch` uses. Under autograd the
     prediction is applied out of place, so gradients flow through the cells that are kept.
     """
-    library = kernels.load() if _kernel_fits(activation) else None
-    if library is None:
+    if not (_kernel_fits(activation) and kernels.load() is not None):
         return measure_torch(activation, predictor, first_image)
     firing = NOTHING if predictor is None else predictor.firing(LayerInput(activation, None, first_image))
     if firing is not None:
-        result = _kernel(library, activation, firing, apply=True)
+        result = _kernel(activation, firing, apply=True)
         if predictor is not None:
             result.counts[-1] += predictor.macs(tuple(activation.shape))
         return result
-    statistics = _kernel(library, activation, NOTHING, apply=False)
+    statistics = _kernel(activation, NOTHING, apply=False)
     return _predict(activation, predictor, first_image, statistics.counts, statistics.masses)
 
 
@@ -183,23 +182,16 @@ def _given(firing: Firing, shape: tuple[int, ...]) -> Tensor | None:
     return firing.given.to(device="cpu", dtype=torch.uint8).contiguous()
 
 
-def _kernel(library, activation: Tensor, firing: Firing, apply: bool) -> Measurement:
+def _kernel(activation: Tensor, firing: Firing, apply: bool) -> Measurement:
     """The fused kernel on a contiguous float32 CPU tensor (prediction applied in place when ``apply``)."""
     n, c, h, w = activation.shape
     pattern = torch.ones(1, dtype=torch.uint8) if firing.pattern is None else firing.pattern.to(torch.uint8)
     pattern = pattern.contiguous()
     given = _given(firing, tuple(activation.shape))
-    out = torch.zeros(9, dtype=torch.int64)  # zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5
-    masses = torch.zeros(len(MASS_KEYS), dtype=torch.float64)
-    failed = library.cnp_measure(
-        activation.data_ptr(), n * c, h, w, firing.window, pattern.data_ptr(), KERNEL_MODES[firing.rule],
-        firing.threshold, int(apply), kernels.threads(), out.data_ptr(), masses.data_ptr(),
-        given.data_ptr() if given is not None else None,
-    )  # fmt: skip
-    if failed == 2:
-        raise ValueError(f"the counting kernel refused firing {firing.rule} at window {firing.window}")
-    if failed:
-        raise MemoryError("the counting kernel could not allocate its buffers")
+    # zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5; mass, miss_mass
+    out, masses = kernels.measure_op(
+        activation, pattern, given, firing.window, KERNEL_MODES[firing.rule], float(firing.threshold), apply
+    )
     head = torch.tensor([activation.numel()], dtype=torch.int64)
     tail = torch.tensor([*window_totals(activation.shape), 0], dtype=torch.int64)
     return Measurement(activation, torch.cat([head, out[:4], out[4:], tail]), masses)

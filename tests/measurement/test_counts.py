@@ -6,6 +6,7 @@ import pytest
 import torch
 from bruteforce import brute_force, random_activation
 
+from pipeline.measurement import kernels
 from pipeline.measurement.counts import (
     CSV_COLUMNS,
     MEASURED_KEYS,
@@ -322,3 +323,24 @@ def test_a_window_past_the_map_pads_nothing() -> None:
     )
     assert big.counts.tolist() == exact.counts.tolist()
     assert torch.equal(big.output, exact.output)
+
+
+@pytest.mark.skipif(kernels.load() is None, reason="no C compiler: the counting kernel cannot be built")
+def test_the_kernel_is_a_torch_operator_with_a_fake_kernel():
+    """``cnp::measure`` passes torch's operator checks (schema and the in-place mutation it declares, the
+    fake kernel, AOT dispatch) in every mode, and its fake kernel gives the real one's shapes and dtypes."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    activation = torch.relu(torch.randn(2, 3, 7, 9, generator=torch.Generator().manual_seed(0)))
+    pattern = torch.eye(3, dtype=torch.uint8)
+    tiles = torch.rand(2, 3, 3, 3, generator=torch.Generator().manual_seed(1)) < 0.5
+    cells = torch.rand(2, 3, 7, 9, generator=torch.Generator().manual_seed(2)) < 0.5
+    for mode, window, given in [(0, 1, None), (1, 3, None), (2, 3, None), (3, 1, None), (4, 3, tiles), (5, 3, cells)]:
+        given = None if given is None else given.to(torch.uint8)
+        torch.library.opcheck(kernels.measure_op, (activation.clone(), pattern, given, window, mode, 0.0, True))
+        counts, masses = kernels.measure_op(activation.clone(), pattern, given, window, mode, 0.0, True)
+        with FakeTensorMode() as fake:
+            inputs = [None if t is None else fake.from_tensor(t) for t in (activation, pattern, given)]
+            shapes = kernels.measure_op(*inputs, window, mode, 0.0, True)
+        assert [(t.shape, t.dtype) for t in shapes] == [(counts.shape, counts.dtype), (masses.shape, masses.dtype)]
+        assert counts[0] == int((activation == 0).sum()), mode  # the zeros, whatever the mode

@@ -1,4 +1,6 @@
-"""The fused CPU counting kernel (measure.c), compiled on first use with the system's C compiler.
+"""The fused CPU counting kernel (measure.c), compiled on first use with the system's C compiler, and
+the torch operator ``cnp::measure`` that calls it (:func:`measure_op`: a ``torch.library`` custom op with
+a fake kernel, so it traces and shows its schema like any torch op; tests/measurement run ``opcheck``).
 
 The shared library is built for this processor (-march=native), cached under ``$CNP_KERNEL_CACHE``
 (default ``~/.cache/cnp-pipeline``), named by a hash of the source, the flags and the CPU (model and
@@ -19,6 +21,9 @@ import tempfile
 import warnings
 from functools import lru_cache
 from pathlib import Path
+from typing import Optional
+
+import torch
 
 SOURCE = Path(__file__).with_name("measure.c")
 FLAGS = ["-O3", "-march=native", "-std=c99", "-fPIC", "-shared", "-fopenmp", "-fno-strict-aliasing"]
@@ -30,8 +35,6 @@ def cache_dir() -> Path:
 
 def threads() -> int:
     """Threads of one kernel call: $CNP_KERNEL_THREADS, else torch's intra-op thread count."""
-    import torch
-
     return int(os.environ.get("CNP_KERNEL_THREADS") or torch.get_num_threads())
 
 
@@ -82,3 +85,38 @@ def load() -> ctypes.CDLL | None:
         ctypes.c_void_p,
     ]  # fmt: skip
     return lib
+
+
+# the kernel as a torch operator -----------------------------------------------------------------
+
+
+@torch.library.custom_op("cnp::measure", mutates_args=("activation",), device_types="cpu")
+def measure_op(
+    activation: torch.Tensor, pattern: torch.Tensor, given: Optional[torch.Tensor], window: int, rule: int,
+    threshold: float, apply: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cnp::measure``: the fused kernel on a contiguous float32 CPU tensor (N, C, H, W). Returns the
+    int64 counts (zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5) and the float64 sums (mass,
+    miss_mass); with ``apply`` the predicted cells of ``activation`` are zeroed in place. ``rule``: the
+    kernel's number for a firing rule (``pipeline.measurement.counts.KERNEL_MODES``)."""
+    library = load()
+    if library is None:
+        raise RuntimeError("cnp::measure needs the compiled kernel (a C compiler): use the torch path")
+    n, c, h, w = activation.shape
+    out = torch.zeros(9, dtype=torch.int64)
+    masses = torch.zeros(2, dtype=torch.float64)
+    failed = library.cnp_measure(
+        activation.data_ptr(), n * c, h, w, window, pattern.data_ptr(), rule, threshold, int(apply), threads(),
+        out.data_ptr(), masses.data_ptr(), given.data_ptr() if given is not None else None,
+    )  # fmt: skip
+    if failed == 2:
+        raise ValueError(f"the counting kernel refused rule {rule} at window {window}")
+    if failed:
+        raise MemoryError("the counting kernel could not allocate its buffers")
+    return out, masses
+
+
+@measure_op.register_fake
+def _measure_fake(activation, pattern, given, window, rule, threshold, apply):
+    """Shapes only (tracing, torch.compile, meta tensors): nine counts and two sums."""
+    return activation.new_empty(9, dtype=torch.int64), activation.new_empty(2, dtype=torch.float64)
