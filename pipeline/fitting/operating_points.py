@@ -34,6 +34,9 @@ import hashlib
 import json
 import math
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +59,8 @@ class SearchError(PipelineError):
 
 
 
+CONF = Path(__file__).resolve().parents[2] / "conf"
+GRID_EXPERIMENT = "cnp_search_grid"  # the per-layer grid's settings, as an experiment preset of the multirun
 OPERATING_POINTS = Path("outputs/conf/operating_point")  # pipeline.search's presets, on the config search path
 
 
@@ -72,10 +77,15 @@ class SearchConfig:
     name: Optional[str] = None  # null: <model>-b<budget>, plus -<recover kind> when it recovers
     out: Optional[str] = None  # null: outputs/conf/operating_point/<name>.yaml (operating_point=<name>)
     force: bool = False  # rerun evaluations that already have a FINISHED run
+    launcher: str = "basic"  # runs the per-layer grid as one multirun: basic, joblib, slurm, ... (conf/launcher/)
+    grid_dir: str = "outputs/multirun/search"  # the per-layer grids' sweep folders (one per search and start)
 
     def __post_init__(self) -> None:
         if not self.budget >= 0:
             raise ValueError(f"search.budget must be >= 0 top-1 points, got {self.budget}")
+        if not (CONF / "launcher" / f"{self.launcher}.yaml").is_file():
+            known = ", ".join(sorted(path.stem for path in (CONF / "launcher").glob("*.yaml")))
+            raise ValueError(f"search.launcher={self.launcher!r} is not in conf/launcher/: use one of {known}")
         if self.refine < 0:
             raise ValueError(f"search.refine must be >= 0 checks (0: no refinement), got {self.refine}")
         if self.calibration < 1 or self.rounds < 1:
@@ -202,6 +212,54 @@ class Search:
         self.evaluations += 1
         return self.read(result.run_id, result.metrics)
 
+    def evaluate_grid(self, predictors: list[dict[str, Any]], recover: bool) -> list[Evaluation]:
+        """Each predictor (a per-layer table) one job on calibration, all as one multirun through
+        ``search.launcher`` (``python -m pipeline -m``); their numbers come from the jobs' results. A job
+        whose run exists already is reused by its identity, like any sweep's."""
+        if not predictors:
+            return []
+        base = plain_config(job_config(self.cfg, {"kind": "none"}, "calibration", self.search.calibration, recover))
+        base.pop("predictor")
+        base["tracking"]["parent"] = self.parent  # the grid's parent run nests under the search's
+        sweep = Path(self.search.grid_dir).resolve() / hashlib.sha256(self.key.encode()).hexdigest()[:12]
+        sweep = sweep / time.strftime("%Y-%m-%d_%H-%M-%S")
+        values = ",".join(_override_value(p["layers"]) for p in predictors)
+        with tempfile.TemporaryDirectory() as folder:  # the settings as a preset: no value is reparsed from text
+            (Path(folder) / "experiment").mkdir()
+            preset = "# @package _global_\n" + OmegaConf.to_yaml(OmegaConf.create(base))
+            (Path(folder) / "experiment" / f"{GRID_EXPERIMENT}.yaml").write_text(preset)
+            command = [
+                sys.executable, "-m", "pipeline", "-m", f"experiment={GRID_EXPERIMENT}",
+                f"hydra.searchpath=[file://{OPERATING_POINTS.parent.resolve()},file://{folder}]",
+                f"model={base['model']['name']}", f"data={base['data']['name']}",
+                f"recover={base['recover']['kind']}",
+                f"launcher={self.search.launcher}", "predictor=none", f"++predictor.layers={values}",
+                f"hydra.sweep.dir={sweep}",
+            ]  # fmt: skip
+            path = os.pathsep.join(filter(None, [str(CONF.parent), os.environ.get("PYTHONPATH")]))
+            env = {**os.environ, "PYTHONPATH": path}
+            child = subprocess.Popen(command, env=env)
+            try:
+                code = child.wait()
+            except BaseException:  # interrupted: the grid's own handlers close its open runs as KILLED
+                child.terminate()
+                child.wait(timeout=60)
+                raise
+        found = []
+        for number in range(len(predictors)):
+            path = sweep / str(number) / "result.json"
+            result = json.loads(path.read_text()) if path.is_file() else {"status": "failed"}
+            if result["status"] == "failed":
+                raise SearchError(f"job {number} of the per-layer grid failed (exit {code}): see {sweep}/{number}")
+            metrics = result.get("metrics") or {}
+            if not metrics and self.wait(result["run_id"]):  # another process held it: its numbers once done
+                metrics = self.tracker.run_metrics(result["run_id"])
+            if not metrics:
+                raise SearchError(f"run {result['run_id']} did not finish: see it in MLflow, then rerun the search")
+            found.append(self.read(result["run_id"], metrics))
+        self.evaluations += len(found)
+        return found
+
     def wait(self, run_id: str, poll_s: float = 5.0) -> bool:
         """Whether ``run_id`` ended FINISHED, waiting while another process still evaluates it."""
         said = False
@@ -218,6 +276,17 @@ class Search:
             k.split("/")[1]: v for k, v in metrics.items() if k.startswith("layer/") and k.endswith("/net_mac_saving")
         }
         return Evaluation(run_id, metrics["top1"], int(metrics["images"]), metrics["net_mac_saving"], layers)
+
+
+def _override_value(value: Any) -> str:
+    """``value`` (dicts, lists, numbers, names) in Hydra's override syntax: ``{features.0: {kind: tile}}``."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {_override_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_override_value(item) for item in value) + "]"
+    if value is None:
+        return "null"
+    return str(getattr(value, "value", value))
 
 
 def candidate_label(candidate: dict[str, Any]) -> str:
@@ -296,18 +365,15 @@ def search_within_budget(session: Search) -> SearchResult:
 
     layers = layer_names(config)
     measured: dict[str, list[tuple[dict, Evaluation]]] = {name: [] for name in layers}
-    total = len(layers) * len(search.candidates)
-    for index, name in enumerate(layers):
-        for candidate in search.candidates:
-            entry = dict(candidate)
-            evaluation = session.evaluate(
-                {"kind": "none", "layers": {name: entry}}, recover=search.measure_recover, layer="all"
-            )
-            measured[name].append((entry, evaluation))
-            done = index * len(search.candidates) + len(measured[name])
-            saving = evaluation.saving_at(name)
-            say(f"[{done}/{total}] layer {index} ({name}) {candidate_label(entry)}: net saving {100 * saving:.2f} %, "
-                f"drop {base.correct - evaluation.correct} images")  # fmt: skip
+    grid = [(index, name, dict(candidate)) for index, name in enumerate(layers) for candidate in search.candidates]
+    say(f"the per-layer grid: {len(grid)} jobs, one multirun through launcher={search.launcher}")
+    evaluations = session.evaluate_grid([{"kind": "none", "layers": {name: entry}} for _, name, entry in grid],
+                                        recover=search.measure_recover)  # fmt: skip
+    for done, ((index, name, entry), evaluation) in enumerate(zip(grid, evaluations, strict=True), 1):
+        measured[name].append((entry, evaluation))
+        saving = evaluation.saving_at(name)
+        say(f"[{done}/{len(grid)}] layer {index} ({name}) {candidate_label(entry)}: net saving {100 * saving:.2f} %, "
+            f"drop {base.correct - evaluation.correct} images")  # fmt: skip
 
     best: tuple[dict, Evaluation] | None = None
     low, high, scale = None, None, 1.0  # knapsack budget scales known to fit / to exceed

@@ -105,9 +105,10 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
         done = tracker.finished_run(identity)
         if done is not None:
             line = f"skipped {where}: identical FINISHED run {done} (force=true reruns it)"
-            _write_result(job, "skipped", done)
+            metrics = tracker.run_metrics(done)
+            _write_result(job, "skipped", done, metrics)
             print(line, flush=True)
-            return JobResult("skipped", done, line, tracker.run_metrics(done))
+            return JobResult("skipped", done, line, metrics)
 
     data = _load(config)
     if tuple(data.image_shape) != tuple(config.model.input_size):
@@ -168,7 +169,7 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
         f"top1={result.top1:.4f} top5={result.top5:.4f} "
         f"({result.images} images, {result.images / max(result.seconds, 1e-9):.0f} img/s)"
     )
-    _write_result(job, "finished", record.run_id)
+    _write_result(job, "finished", record.run_id, metrics)
     print(line, flush=True)
     return JobResult("finished", record.run_id, line, metrics)
 
@@ -237,9 +238,9 @@ def _state_bytes(model: torch.nn.Module) -> bytes:
     return buffer.getvalue()
 
 
-def _write_result(job: HydraJob, status: str, run_id: str | None) -> None:
-    """result.json in the job's Hydra output dir: the sweep summary reads it."""
+def _write_result(job: HydraJob, status: str, run_id: str | None, metrics: dict[str, float] | None = None) -> None:
+    """result.json in the job's Hydra output dir: the sweep summary reads it, and a search its metrics."""
     if job.output_dir:  # written whole or not at all: an interruption never leaves half a file
         temporary = Path(job.output_dir, "result.json.tmp")
-        temporary.write_text(json.dumps({"status": status, "run_id": run_id}))
+        temporary.write_text(json.dumps({"status": status, "run_id": run_id, "metrics": metrics or {}}))
         os.replace(temporary, Path(job.output_dir, "result.json"))

@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.errors import PipelineError
 from pipeline.tracking.config import TrackingConfig
+from pipeline.tracking.keys import PARENT_RUN_TAG
 from pipeline.tracking.redact import redact
 
 _OPEN: dict[str, tuple[Any, str, str, Any]] = {}  # parent run id -> (tracker, run id, sweep dir, heartbeat)
@@ -60,7 +61,10 @@ class SweepTracking(Callback):
         if closed:
             print(f"closed {len(closed)} run(s) left RUNNING by processes that are gone, as KILLED", flush=True)
         overrides = redact(" ".join(config.hydra.overrides.task))  # tracking.uri may hold a password
-        run_id = tracker.start_parent(sweep, f"sweep {overrides}".strip(), {"overrides": overrides[:5000]})
+        tags = {"overrides": overrides[:5000]}
+        if config.tracking.get("parent"):  # a search's per-layer grid: nested under the search's run
+            tags[PARENT_RUN_TAG] = str(config.tracking.parent)
+        run_id = tracker.start_parent(sweep, f"sweep {overrides}".strip(), tags)
         _OPEN[run_id] = (tracker, run_id, sweep, Heartbeat(tracker.client, run_id).__enter__())
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 
 @dataclass
@@ -12,6 +13,7 @@ class TrackingConfig:
     uri: str = "sqlite:///outputs/mlflow.db"  # as conf/tracking/local.yaml (tests/job/test_config.py checks)
     experiment: str = "cross-neuron-prediction"
     artifacts: str = "outputs/mlartifacts"  # artifact root of experiments this project creates
+    parent: Optional[str] = None  # a run id: a multirun's parent run is nested under it (a search's grid)
 
     def __post_init__(self) -> None:
         if "://" not in self.uri:  # a plain path would be MLflow's refused file store

@@ -115,7 +115,8 @@ def search_config(tmp: Path, *overrides: str):
             "search",
             overrides=[
                 f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"tracking.artifacts={tmp}/artifacts",
-                "tracking.experiment=cnp-search-test", f"search.out={tmp}/operating_point/tiny.yaml", *SMALL_SEARCH,
+                "tracking.experiment=cnp-search-test", f"search.out={tmp}/operating_point/tiny.yaml",
+                f"search.grid_dir={tmp}/grids", *SMALL_SEARCH,
                 *overrides,
             ],
         )  # fmt: skip
@@ -132,11 +133,16 @@ def test_a_small_search_runs_end_to_end(searched):
     client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
     experiment = client.get_experiment_by_name("cnp-search-test")
     found = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in found if r.data.tags.get("sweep.parent") == "true"]
+    parents = [r for r in found if r.data.tags.get("search") == "true"]
+    grids = [r for r in found if r.data.tags.get("sweep.parent") == "true" and r not in parents]
     jobs = [r for r in found if r.data.tags.get("sweep.parent") != "true"]
     assert parents[-1].info.status == "FINISHED" and parents[-1].data.metrics["test/net_mac_saving"] >= 0
     first = min(parents, key=lambda r: r.info.start_time)
-    assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {first.info.run_id}
+    # the per-layer grid ran as one multirun, its parent run nested under the search's
+    grid = min(grids, key=lambda r: r.info.start_time)
+    assert grid.data.tags["mlflow.parentRunId"] == first.info.run_id and grid.info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {first.info.run_id, grid.info.run_id}
+    assert sum(r.data.tags["mlflow.parentRunId"] == grid.info.run_id for r in jobs) == 15  # 5 layers x 3
     assert all(r.info.status == "FINISHED" for r in jobs)
     splits = [r.data.params["split"] for r in jobs]
     # 1 baseline + 5 layers x 3 candidates + checks on calibration; the baseline and the result on test
@@ -210,6 +216,7 @@ def test_a_preset_keeps_any_name_and_path_it_is_given(tmp_path):
         ("pipeline.search", "search.budget=-1", "search.budget must be >= 0"),
         ("pipeline.search", "search.candidates=[]", "search.candidates is empty"),
         ("pipeline.search", "search.refine=-1", "search.refine must be >= 0"),
+        ("pipeline.search", "search.launcher=nope", "search.launcher='nope' is not in conf/launcher/: use one of"),
         ("pipeline.train_predictor", "window=1", "window must be >= 2"),
         ("pipeline.train_predictor", "pattern=spiral", "pattern must be one of"),
     ],
@@ -233,8 +240,8 @@ def test_a_signal_ends_the_search_and_its_open_runs_killed(tmp_path, signum):
     process = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    for line in process.stdout:  # the first per-layer measurement is done: the search is under way
-        if line.startswith("[search tiny] [1/"):
+    for line in process.stdout:  # the per-layer grid's first job is done: the grid's multirun is under way
+        if "predictor=none+1 layer: mac_saving=" in line:
             break
     process.send_signal(signum)
     out, err = process.communicate(timeout=120)
@@ -242,4 +249,5 @@ def test_a_signal_ends_the_search_and_its_open_runs_killed(tmp_path, signum):
     assert "open runs were marked KILLED" in err and "Traceback" not in err
     found = runs(tmp_path, include_parents=True)
     assert found and not [r for r in found if r.info.status == "RUNNING"]
-    assert [r.info.status for r in found if r.data.tags.get("sweep.parent") == "true"] == ["KILLED"]
+    # the search's parent run and its grid's (the multirun stopped by the search on its way out)
+    assert [r.info.status for r in found if r.data.tags.get("sweep.parent") == "true"] == ["KILLED", "KILLED"]
