@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -350,8 +351,20 @@ def run(cfg: DictConfig) -> SearchResult:
         raise
 
 
+Evaluate = Callable[[dict[str, Any]], Evaluation]  # a predictor (a per-layer table) -> its numbers on calibration
+
+
+@dataclass
+class Choice:
+    """What the search chose on calibration: the table, its check, and the baseline it is measured from."""
+
+    table: dict[str, dict[str, Any]]
+    check: Evaluation
+    base: Evaluation
+
+
 def search_within_budget(session: Search) -> SearchResult:
-    """Steps 1-6 of the module docstring."""
+    """Steps 1-6 of the module docstring: the choice on calibration, then the evaluation images."""
     config, search = session.config, session.config.search
     started = time.perf_counter()
     say = lambda text: print(f"[search {session.name}] {text}", flush=True)  # noqa: E731
@@ -360,15 +373,36 @@ def search_within_budget(session: Search) -> SearchResult:
         "split's held-out part)"
     )
     base = session.evaluate({"kind": "none"}, recover=False)
+    choice = choose(
+        session.evaluate, lambda tables: session.evaluate_grid(tables, recover=search.measure_recover),
+        base, layer_names(config), search, say,
+    )  # fmt: skip
+    table, check = choice.table, choice.check
+    test_base = session.evaluate({"kind": "none"}, split="test", recover=False)
+    test = session.evaluate(operating_predictor(table), split="test", point=True)
+    result = SearchResult(
+        session.name, table,
+        {"top1_drop": base.top1 - check.top1, "net_mac_saving": check.net_mac_saving, "run_id": check.run_id},
+        {"top1_drop": test_base.top1 - test.top1, "net_mac_saving": test.net_mac_saving, "run_id": test.run_id},
+        session.parent, destination(config, session.name),
+    )  # fmt: skip
+    write(result, config)
+    log(session, result, time.perf_counter() - started)
+    say(summary(result, time.perf_counter() - started))
+    return result
+
+
+def choose(evaluate: Evaluate, evaluate_grid: Callable[[list[dict[str, Any]]], list[Evaluation]],
+           base: Evaluation, layers: list[str], search: SearchConfig,
+           say: Callable[[str], None]) -> Choice:  # fmt: skip
+    """Steps 2-5, the algorithm alone: ``evaluate`` measures a whole table on calibration,
+    ``evaluate_grid`` many per-layer tables at once; nothing here knows how or where they run."""
     allowed = math.floor(search.budget / 100 * base.images + 1e-9)
     say(f"baseline on calibration: top-1 {100 * base.top1:.2f} %; the budget is {allowed} images")
-
-    layers = layer_names(config)
     measured: dict[str, list[tuple[dict, Evaluation]]] = {name: [] for name in layers}
     grid = [(index, name, dict(candidate)) for index, name in enumerate(layers) for candidate in search.candidates]
     say(f"the per-layer grid: {len(grid)} jobs, one multirun through launcher={search.launcher}")
-    evaluations = session.evaluate_grid([{"kind": "none", "layers": {name: entry}} for _, name, entry in grid],
-                                        recover=search.measure_recover)  # fmt: skip
+    evaluations = evaluate_grid([{"kind": "none", "layers": {name: entry}} for _, name, entry in grid])
     for done, ((index, name, entry), evaluation) in enumerate(zip(grid, evaluations, strict=True), 1):
         measured[name].append((entry, evaluation))
         saving = evaluation.saving_at(name)
@@ -379,7 +413,7 @@ def search_within_budget(session: Search) -> SearchResult:
     low, high, scale = None, None, 1.0  # knapsack budget scales known to fit / to exceed
     for round_ in range(search.rounds):
         table = solve(measured, base, math.floor(allowed * scale))
-        check = session.evaluate(operating_predictor(table))
+        check = evaluate(operating_predictor(table))
         drop = base.correct - check.correct
         fits = drop <= allowed
         verdict = "within" if fits else "over"
@@ -397,19 +431,8 @@ def search_within_budget(session: Search) -> SearchResult:
     if best is None:  # nothing fit: refine from predicting nothing
         say("no checked table met the budget: starting the refinement from predicting nothing")
         best = ({name: {"kind": "none"} for name in layers}, base)
-    table, check = refine(session, measured, base, allowed, best, say)
-    test_base = session.evaluate({"kind": "none"}, split="test", recover=False)
-    test = session.evaluate(operating_predictor(table), split="test", point=True)
-    result = SearchResult(
-        session.name, table,
-        {"top1_drop": base.top1 - check.top1, "net_mac_saving": check.net_mac_saving, "run_id": check.run_id},
-        {"top1_drop": test_base.top1 - test.top1, "net_mac_saving": test.net_mac_saving, "run_id": test.run_id},
-        session.parent, destination(config, session.name),
-    )  # fmt: skip
-    write(result, config)
-    log(session, result, time.perf_counter() - started)
-    say(summary(result, time.perf_counter() - started))
-    return result
+    table, check = refine(evaluate, search.refine, measured, base, allowed, best, say)
+    return Choice(table, check, base)
 
 
 def layer_saving(measured: dict[str, list[tuple[dict, Evaluation]]], name: str, setting: dict[str, Any]) -> float:
@@ -436,24 +459,24 @@ def upgrades(measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluatio
     return [(name, entry) for _ratio, name, entry in found]
 
 
-def refine(session: Search, measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation, allowed: int,
-           best: tuple[dict, Evaluation], say) -> tuple[dict, Evaluation]:  # fmt: skip
+def refine(evaluate: Evaluate, checks: int, measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation,
+           allowed: int, best: tuple[dict, Evaluation], say) -> tuple[dict, Evaluation]:  # fmt: skip
     """Step 5: greedy upgrades of the best checked table, one layer at a time, each checked as a whole on
-    calibration and kept when it saves more within the budget (``search.refine`` checks at most)."""
+    calibration and kept when it saves more within the budget (``checks``: ``search.refine``, at most)."""
     table, check = best
     tries = 0
     for name, entry in upgrades(measured, base, allowed, table):
-        if tries >= session.search.refine:
+        if tries >= checks:
             break
         if layer_saving(measured, name, entry) <= layer_saving(measured, name, table[name]):
             continue  # an earlier upgrade of this layer saves as much
         trial = {**table, name: dict(entry)}
-        evaluation = session.evaluate(operating_predictor(trial))
+        evaluation = evaluate(operating_predictor(trial))
         tries += 1
         drop = base.correct - evaluation.correct
         kept = drop <= allowed and evaluation.net_mac_saving > check.net_mac_saving
         verdict = "kept" if kept else "dropped"
-        say(f"refine {tries}/{session.search.refine}: {name} {candidate_label(entry)}: net saving "
+        say(f"refine {tries}/{checks}: {name} {candidate_label(entry)}: net saving "
             f"{100 * evaluation.net_mac_saving:.2f} %, drop {drop} images: {verdict}")  # fmt: skip
         if kept:
             table, check = trial, evaluation

@@ -94,12 +94,43 @@ def test_refine_keeps_an_upgrade_only_when_the_whole_table_saves_more_within_the
     }
     start = ({"a": {"kind": "none"}, "b": {"kind": "none"}}, BASE)
     checks = Checks(results, refine=5)
-    table, check = refine(checks, MEASURED, BASE, 5, start, lambda text: None)
+    table, check = refine(checks.evaluate, checks.search.refine, MEASURED, BASE, 5, start, lambda text: None)
     assert checks.tried == [("tile2", "none"), ("tile2", "tile2"), ("tile2", "learned")]
     assert table == {"a": {"kind": "tile", "window": 2}, "b": {"kind": "learned"}} and check.run_id == "c3"
     # search.refine bounds the checks; 0 leaves the table as it was
-    assert refine(Checks(results, refine=1), MEASURED, BASE, 5, start, lambda text: None)[1].run_id == "c1"
-    assert refine(Checks(results, refine=0), MEASURED, BASE, 5, start, lambda text: None) == start
+    one = Checks(results, refine=1)
+    assert refine(one.evaluate, 1, MEASURED, BASE, 5, start, lambda text: None)[1].run_id == "c1"
+    assert refine(Checks(results, refine=0).evaluate, 0, MEASURED, BASE, 5, start, lambda text: None) == start
+
+
+def test_the_choice_is_an_algorithm_over_evaluate_callables():
+    """Steps 2-5 with the evaluations looked up by hand (no job, no store): the grid measures each layer
+    alone, the knapsack within 5 images takes a2 (1 image, 5 %) and b3 (3 images, 4 %), the check of that
+    table fits, and no upgrade fits alone (a3 costs 20 images)."""
+    from pipeline.fitting.operating_points import SearchConfig, choose
+
+    tile2, tile3 = {"kind": "tile", "window": 2}, {"kind": "tile", "window": 3}
+    alone = {("a", 2): (0.899, 0.05), ("a", 3): (0.880, 0.09), ("b", 2): (0.900, 0.01), ("b", 3): (0.897, 0.04)}
+    grids, checks = [], []
+
+    def evaluate_grid(tables):
+        grids.append(tables)
+        found = []
+        for table in tables:
+            ((name, entry),) = table["layers"].items()
+            top1, saving = alone[name, entry["window"]]
+            found.append(Evaluation(f"{name}{entry['window']}", top1, 1000, saving, {name: saving}))
+        return found
+
+    def evaluate(predictor):
+        checks.append(predictor["layers"])
+        return Evaluation("check", 0.896, 1000, 0.09)
+
+    search = SearchConfig(budget=0.5, candidates=[tile2, tile3], rounds=1, refine=3)
+    choice = choose(evaluate, evaluate_grid, BASE, ["a", "b"], search, lambda text: None)
+    assert len(grids) == 1 and len(grids[0]) == 4  # one grid: 2 layers x 2 candidates
+    assert choice.table == {"a": tile2, "b": tile3} and choice.check.run_id == "check"
+    assert checks == [{"a": tile2, "b": tile3}]  # one check, no refinement that fits
 
 
 SMALL_SEARCH = (
