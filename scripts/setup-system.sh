@@ -3,12 +3,13 @@
 #   dataset-fashion-mnist  the offline default data (/usr/share/datasets/fashion-mnist)
 #   chromium               the MLflow UI test's headless browser
 #   postgresql             the tracking-server test's database (the server is started by the test itself)
-#   gcc, git               the fused counting kernel (pure-torch fallback without it); the run's git commit tag
+#   gcc, g++, git          the fused counting kernel, a torch extension (pure-torch fallback without it); the
+#                          run's git commit tag
 # Installs only what is missing. Works as root (no sudo needed) and as a user with sudo:
 #   bash scripts/setup-system.sh
 set -euo pipefail
 
-PACKAGES=(dataset-fashion-mnist chromium postgresql gcc git)
+PACKAGES=(dataset-fashion-mnist chromium postgresql gcc g++ git)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

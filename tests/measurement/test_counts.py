@@ -337,10 +337,11 @@ def test_the_kernel_is_a_torch_operator_with_a_fake_kernel():
     cells = torch.rand(2, 3, 7, 9, generator=torch.Generator().manual_seed(2)) < 0.5
     for mode, window, given in [(0, 1, None), (1, 3, None), (2, 3, None), (3, 1, None), (4, 3, tiles), (5, 3, cells)]:
         given = None if given is None else given.to(torch.uint8)
-        torch.library.opcheck(kernels.measure_op, (activation.clone(), pattern, given, window, mode, 0.0, True))
-        counts, masses = kernels.measure_op(activation.clone(), pattern, given, window, mode, 0.0, True)
+        op = kernels.load().default
+        torch.library.opcheck(op, (activation.clone(), pattern, given, window, mode, 0.0, True, 2))
+        counts, masses = op(activation.clone(), pattern, given, window, mode, 0.0, True, 2)
         with FakeTensorMode() as fake:
             inputs = [None if t is None else fake.from_tensor(t) for t in (activation, pattern, given)]
-            shapes = kernels.measure_op(*inputs, window, mode, 0.0, True)
+            shapes = op(*inputs, window, mode, 0.0, True, 2)
         assert [(t.shape, t.dtype) for t in shapes] == [(counts.shape, counts.dtype), (masses.shape, masses.dtype)]
         assert counts[0] == int((activation == 0).sum()), mode  # the zeros, whatever the mode

@@ -1,23 +1,21 @@
-"""The fused CPU counting kernel (measure.c), compiled on first use with the system's C compiler, and
-the torch operator ``cnp::measure`` that calls it (:func:`measure_op`: a ``torch.library`` custom op with
-a fake kernel, so it traces and shows its schema like any torch op; tests/measurement run ``opcheck``).
+"""The fused CPU counting kernel (measure.c) as the torch operator ``cnp::measure`` (op.cpp: its schema and
+CPU kernel in ``TORCH_LIBRARY``; its fake kernel registered here, so it traces and runs under fake tensors
+like any torch op; tests/measurement run ``torch.library.opcheck`` on it).
 
-The shared library is built for this processor (-march=native), cached under ``$CNP_KERNEL_CACHE``
-(default ``~/.cache/cnp-pipeline``), named by a hash of the source, the flags and the CPU (model and
-feature flags, so a shared home on a mixed cluster never loads a build for another CPU), and
-written atomically so parallel jobs can race safely.
-Without a C compiler the pipeline falls back to the pure-torch path (same counts, slower).
+The extension is built on first use by ``torch.utils.cpp_extension`` (the system's C++ compiler and
+ninja), for this processor (-march=native), in ``$CNP_KERNEL_CACHE`` (default ``~/.cache/cnp-pipeline``)
+under a name hashed from the sources, the flags and the CPU (model and feature flags, so a shared home on
+a mixed cluster never loads a build for another CPU); cpp_extension's lock lets parallel jobs race
+safely. About 20 s the first time on 2 cores, then a check that the build is current.
+Without a compiler the pipeline falls back to the pure-torch path (same counts, slower).
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
+import logging
 import os
 import platform
-import shutil
-import subprocess
-import tempfile
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -25,8 +23,8 @@ from typing import Optional
 
 import torch
 
-SOURCE = Path(__file__).with_name("measure.c")
-FLAGS = ["-O3", "-march=native", "-std=c99", "-fPIC", "-shared", "-fopenmp", "-fno-strict-aliasing"]
+SOURCES = (Path(__file__).with_name("op.cpp"), Path(__file__).with_name("measure.c"))  # op.cpp includes measure.c
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-strict-aliasing"]
 
 
 def cache_dir() -> Path:
@@ -53,70 +51,54 @@ def _cpu() -> str:
 
 
 @lru_cache(maxsize=1)
-def load() -> ctypes.CDLL | None:
-    """The compiled kernel, or None (with one warning) when it cannot be built here."""
+def load():
+    """The operator ``torch.ops.cnp.measure``, built on first use, or None (with one warning) when it
+    cannot be built here (no C++ compiler, no ninja) or ``CNP_NO_KERNEL`` is set."""
     if os.environ.get("CNP_NO_KERNEL"):
         return None
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        warnings.warn("no C compiler found: counting with the slower pure-torch path", stacklevel=2)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # not its CUDA_HOME note, on a CPU
+    from torch.utils import cpp_extension
+
+    text = b"".join(path.read_bytes() for path in SOURCES)
+    key = hashlib.sha256(text + " ".join(FLAGS).encode() + _cpu().encode()).hexdigest()[:16]
+    build = cache_dir() / f"cnp_measure_{key}"
+    try:
+        build.mkdir(parents=True, exist_ok=True)
+        cpp_extension.load(
+            name=f"cnp_measure_{key}", sources=[str(SOURCES[0])], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
+            build_directory=str(build), is_python_module=False, verbose=False,
+        )  # fmt: skip
+    except Exception as exc:  # no compiler, no ninja, a failed build: the torch path counts the same
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        warnings.warn(
+            f"cannot build the counting kernel ({type(exc).__name__}: {first}): counting with the slower "
+            "pure-torch path",
+            stacklevel=2,
+        )
         return None
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join(FLAGS).encode() + _cpu().encode()).hexdigest()[:16]
-    library = cache_dir() / f"cnp_measure_{key}.so"
-    if not library.exists():
-        library.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=library.parent) as folder:
-            built = Path(folder) / library.name
-            result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
-            if result.returncode != 0:
-                warnings.warn(
-                    f"cannot compile {SOURCE.name} ({result.stderr.strip()[:500]}): "
-                    "counting with the slower pure-torch path",
-                    stacklevel=2,
-                )
-                return None
-            os.replace(built, library)  # atomic: a concurrent job sees the old or the new file
-    lib = ctypes.CDLL(str(library))
-    lib.cnp_measure.restype = ctypes.c_int
-    lib.cnp_measure.argtypes = [
-        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-        ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-        ctypes.c_void_p,
-    ]  # fmt: skip
-    return lib
+    if not _FAKE:
+        torch.library.register_fake("cnp::measure")(_measure_fake)
+        _FAKE.append(True)
+    return torch.ops.cnp.measure
 
 
-# the kernel as a torch operator -----------------------------------------------------------------
+_FAKE: list[bool] = []
 
 
-@torch.library.custom_op("cnp::measure", mutates_args=("activation",), device_types="cpu")
+def _measure_fake(activation, pattern, given, window, rule, threshold, apply, threads):
+    """Shapes only (tracing, torch.compile, meta and fake tensors): nine counts and two sums."""
+    return activation.new_empty(9, dtype=torch.int64), activation.new_empty(2, dtype=torch.float64)
+
+
 def measure_op(
     activation: torch.Tensor, pattern: torch.Tensor, given: Optional[torch.Tensor], window: int, rule: int,
     threshold: float, apply: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``cnp::measure``: the fused kernel on a contiguous float32 CPU tensor (N, C, H, W). Returns the
-    int64 counts (zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5) and the float64 sums (mass,
-    miss_mass); with ``apply`` the predicted cells of ``activation`` are zeroed in place. ``rule``: the
+    """``cnp::measure`` on a contiguous float32 CPU tensor (N, C, H, W), with this process's thread count.
+    Returns the int64 counts (zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5) and the float64 sums
+    (mass, miss_mass); with ``apply`` the predicted cells of ``activation`` are zeroed in place. ``rule``: the
     kernel's number for a firing rule (``pipeline.measurement.counts.KERNEL_MODES``)."""
-    library = load()
-    if library is None:
-        raise RuntimeError("cnp::measure needs the compiled kernel (a C compiler): use the torch path")
-    n, c, h, w = activation.shape
-    out = torch.zeros(9, dtype=torch.int64)
-    masses = torch.zeros(2, dtype=torch.float64)
-    failed = library.cnp_measure(
-        activation.data_ptr(), n * c, h, w, window, pattern.data_ptr(), rule, threshold, int(apply), threads(),
-        out.data_ptr(), masses.data_ptr(), given.data_ptr() if given is not None else None,
-    )  # fmt: skip
-    if failed == 2:
-        raise ValueError(f"the counting kernel refused rule {rule} at window {window}")
-    if failed:
-        raise MemoryError("the counting kernel could not allocate its buffers")
-    return out, masses
-
-
-@measure_op.register_fake
-def _measure_fake(activation, pattern, given, window, rule, threshold, apply):
-    """Shapes only (tracing, torch.compile, meta tensors): nine counts and two sums."""
-    return activation.new_empty(9, dtype=torch.int64), activation.new_empty(2, dtype=torch.float64)
+    op = load()
+    if op is None:
+        raise RuntimeError("cnp::measure is not built here (no C++ compiler or ninja): use the torch path")
+    return op(activation, pattern, given, window, rule, threshold, apply, threads())

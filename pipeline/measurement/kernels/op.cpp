@@ -1,0 +1,43 @@
+// The torch operator cnp::measure around the fused counting kernel (measure.c, compiled here as C++):
+// built by torch.utils.cpp_extension on first use; its fake kernel is registered in Python
+// (pipeline/measurement/kernels/__init__.py), so it traces and runs under fake tensors like any torch op.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#define restrict __restrict__
+extern "C" {
+#include "measure.c"
+}
+#undef restrict
+
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> measure(at::Tensor activation, const at::Tensor& pattern,
+                                           const std::optional<at::Tensor>& given, int64_t window, int64_t rule,
+                                           double threshold, bool apply, int64_t threads) {
+  TORCH_CHECK(activation.dim() == 4 && activation.scalar_type() == at::kFloat && activation.is_contiguous() &&
+                  activation.device().is_cpu(),
+              "cnp::measure: activation must be a contiguous float32 CPU tensor (N, C, H, W)");
+  TORCH_CHECK(pattern.scalar_type() == at::kByte && pattern.is_contiguous(), "cnp::measure: pattern must be uint8");
+  TORCH_CHECK(!given.has_value() || (given->scalar_type() == at::kByte && given->is_contiguous()),
+              "cnp::measure: given must be a contiguous uint8 tensor");
+  auto out = torch::zeros({9}, torch::kInt64);
+  auto masses = torch::zeros({2}, torch::kFloat64);
+  const int64_t n = activation.size(0), c = activation.size(1), h = activation.size(2), w = activation.size(3);
+  const int failed = cnp_measure(activation.data_ptr<float>(), n * c, h, w, window, pattern.data_ptr<uint8_t>(),
+                                 static_cast<int>(rule), static_cast<float>(threshold), apply ? 1 : 0,
+                                 static_cast<int>(threads), out.data_ptr<int64_t>(), masses.data_ptr<double>(),
+                                 given.has_value() ? given->data_ptr<uint8_t>() : nullptr);
+  TORCH_CHECK(failed != 2, "cnp::measure: the kernel refused rule ", rule, " at window ", window);
+  TORCH_CHECK(failed == 0, "cnp::measure: the kernel could not allocate its buffers");
+  return {out, masses};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(cnp, m) {
+  m.def("measure(Tensor(a!) activation, Tensor pattern, Tensor? given, int window, int rule, float threshold, "
+        "bool apply, int threads) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(cnp, CPU, m) { m.impl("measure", &measure); }
