@@ -20,7 +20,7 @@ def use_counting_path(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make every count go through the fused C kernel ("kernel"), or the pure-torch path ("torch")."""
     if path == "kernel":
         if not HAVE_KERNEL:
-            pytest.skip("no C compiler here: the counting kernel cannot be built")
+            pytest.skip("no C++ compiler or ninja here: the counting kernel cannot be built")
         # the kernel must really run: the torch path may not be reached for float32 CPU tensors
         monkeypatch.setattr(counts_module, "measure_torch", _must_not_run)
     else:

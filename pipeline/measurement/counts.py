@@ -150,7 +150,7 @@ def _predict(
 
 def backend(device: torch.device) -> str:
     """Which path counts a float32 evaluation on ``device``: ``kernel`` (the fused C kernel, CPU) or
-    ``torch`` (the reference: CUDA, or no C compiler, or CNP_NO_KERNEL=1). The same numbers either way."""
+    ``torch`` (the reference: CUDA, or no C++ compiler, or CNP_NO_KERNEL=1). The same numbers either way."""
     return "kernel" if device.type == "cpu" and kernels.load() is not None else "torch"
 
 

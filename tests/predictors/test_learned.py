@@ -95,7 +95,7 @@ def test_the_kernel_counts_the_score_network_decision_as_the_reference(tmp_path,
     from tests.conftest import HAVE_KERNEL
 
     if not HAVE_KERNEL:
-        pytest.skip("no C compiler: the counting kernel cannot be built")
+        pytest.skip("no C++ compiler or ninja: the counting kernel cannot be built")
     tiny_checkpoint(tmp_path / "p.pt")
     predictor = learned(tmp_path / "p.pt", threshold=threshold)
     activation = random_activation((5, 4, 31, 17), seed=6)

@@ -413,7 +413,7 @@ def test_oracle_and_none_equal_brute_force(kind: str, path: str) -> None:
             assert counts["pred_hit"] == counts["zeros"] and counts["pred_miss"] == counts["zero_diag"] == 0
 
 
-@pytest.mark.skipif(not HAVE_KERNEL, reason="no C compiler: the counting kernel cannot be built")
+@pytest.mark.skipif(not HAVE_KERNEL, reason="no C++ compiler or ninja: the counting kernel cannot be built")
 @pytest.mark.parametrize("kind, pattern, threshold", KERNEL_CASES, ids=lambda v: str(v))
 def test_kernel_equals_the_torch_reference(kind: str, pattern: str, threshold: float, monkeypatch) -> None:
     # a larger map with many planes: the kernel's chunking, against the masks of the reference
