@@ -72,15 +72,6 @@ def _torchvision_model(cfg: ModelConfig, reads: list[Path]) -> nn.Module:
     return model
 
 
-def torchvision_weights_path(name: str, weights: str) -> Path | None:
-    """Where the torch hub cache keeps torchvision's ``weights`` of model ``name`` (None: unknown)."""
-    try:
-        entry = torchvision.models.get_model_weights(name)[weights]
-    except (KeyError, ValueError):
-        return None
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(entry.url)
-
-
 def checkpoint_path(name: str | None, checkpoint: str | Path) -> Path:
     """The file ``model.checkpoint`` names: as given, or under pipeline/checkpoints/ for the *_fmnist twins."""
     path = Path(checkpoint)

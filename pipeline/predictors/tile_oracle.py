@@ -27,7 +27,7 @@ class TileOracle(TileRule):
     """Fires when the whole in-bounds tile is zero: pred_miss = 0."""
 
     def fire(self, x: LayerInput) -> Tensor:
-        return fire_where_all(x.zero, self.window, self.pattern_name, pattern_only=False)
+        return fire_where_all(x.zero, self.window, self.pattern_name)
 
     def firing(self, x: LayerInput) -> Firing:
         return self.fired("all_zero_tiles")

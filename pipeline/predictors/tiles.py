@@ -31,20 +31,15 @@ def has_pattern_cell(h: int, w: int, k: int, pattern: str, device: torch.device)
     return basis.any(3).any(1).to(device)
 
 
-def fire_where_all(ok: Tensor, k: int, pattern: str, pattern_only: bool) -> Tensor:
-    """Which tiles fire: every in-bounds cell that counts is ``ok``, and the tile has a pattern cell.
+def fire_where_all(ok: Tensor, k: int, pattern: str) -> Tensor:
+    """Which tiles fire when every in-bounds cell of the tile counts (the tile oracle): all of them are
+    ``ok``, and the tile has a pattern cell (the rule on pattern cells alone: :func:`pattern_rule`).
 
-    ``ok``: (N, C, H, W) bool. ``pattern_only``: only the pattern cells count (the tile rule); else
-    every cell of the tile does (the tile oracle). Returns (N, C, th, tw) bool. Tiles are pooled with
-    ``ceil_mode``, so border tiles are cut by the map and nothing is padded (memory stays that of the
-    map, whatever k).
+    ``ok``: (N, C, H, W) bool. Returns (N, C, th, tw) bool. Tiles are pooled with ``ceil_mode``, so
+    border tiles are cut by the map and nothing is padded (memory stays that of the map, whatever k).
     """
     n, c, h, w = ok.shape
-    if pattern_only:
-        return pattern_rule(ok, k, pattern, lambda cells: cells)
     blocked = ~ok
-    if pattern_only:
-        blocked = blocked & basis_map(pattern, k, h, w, ok.device)
     size = (min(k, h), min(k, w))  # k past the map: the map is one tile along that side
     any_blocked = F.max_pool2d(blocked.to(torch.float32), size, stride=size, ceil_mode=True)  # (N, C, th, tw)
     return (any_blocked == 0) & has_pattern_cell(h, w, k, pattern, ok.device)
