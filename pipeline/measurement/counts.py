@@ -81,7 +81,7 @@ def measure(activation: Tensor, predictor: Predictor | None, first_image: int = 
     everything else through the torch functions that :func:`measure_torch` uses. Under autograd the
     prediction is applied out of place, so gradients flow through the cells that are kept.
     """
-    if not (_kernel_fits(activation) and kernels.load() is not None):
+    if not (kernels.fits(activation) and kernels.load() is not None):
         return measure_torch(activation, predictor, first_image)
     firing = NOTHING if predictor is None else predictor.firing(LayerInput(activation, None, first_image))
     if firing is not None:
@@ -154,16 +154,6 @@ def backend(device: torch.device) -> str:
     return "kernel" if device.type == "cpu" and kernels.load() is not None else "torch"
 
 
-def _kernel_fits(activation: Tensor) -> bool:
-    return (
-        activation.device.type == "cpu"
-        and activation.dtype == torch.float32
-        and activation.dim() == 4
-        and activation.is_contiguous()
-        and not activation.requires_grad
-    )
-
-
 # the fused kernel's mode for each firing rule (pipeline/measurement/kernels/measure.c)
 KERNEL_MODES = {"nothing": 0, "pattern_at_most": 1, "all_zero_tiles": 2, "zero_cells": 3, "given_tiles": 4,
                 "given_cells": 5}  # fmt: skip
@@ -179,7 +169,8 @@ def _given(firing: Firing, shape: tuple[int, ...]) -> Tensor | None:
     expected = (n, c, -(-h // k), -(-w // k)) if firing.rule == "given_tiles" else (n, c, h, w)
     if tuple(firing.given.shape) != expected:
         raise ValueError(f"firing {firing.rule}: given has shape {tuple(firing.given.shape)}, expected {expected}")
-    return firing.given.to(device="cpu", dtype=torch.uint8).contiguous()
+    given = firing.given.to(device="cpu").contiguous()
+    return given.view(torch.uint8) if given.dtype == torch.bool else given.to(torch.uint8)  # bool: its bytes
 
 
 def _kernel(activation: Tensor, firing: Firing, apply: bool) -> Measurement:

@@ -6,7 +6,11 @@ in-bounds pattern cell. Counts are taken as for ``tile``: the pattern cells of a
 zero_diag (here they need not be zero) and its other cells are predicted.
 
 The choice is seeded by the job's seed, the layer and the image's index in the evaluation, so it
-does not depend on the batch size or the device.
+does not depend on the batch size or the device: image n draws uniform keys for its C x T tiles from
+torch's CPU generator seeded with :func:`image_seed`, and in each map the ``budget`` eligible tiles with
+the lowest keys fire, a tie of keys going to the lower tile index. On a contiguous float32 CPU map the
+fused kernel ``cnp::random_tiles`` draws the same keys and takes the same tiles (tests/predictors check
+it against :func:`reference_fire`, tiles for tiles).
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pipeline.measurement import kernels
 from pipeline.networks.layers import PredictableLayer
 from pipeline.predictors.base import BuildContext, Firing, LayerInput, Plan, PredictorConfig, register
-from pipeline.predictors.patterns import Pattern
+from pipeline.predictors.patterns import Pattern, pattern_mask
 from pipeline.predictors.tile import TileRule
 from pipeline.predictors.tiles import has_pattern_cell, pattern_rule, tile_grid
 
@@ -36,6 +41,22 @@ def image_seed(seed: int, layer: int, image: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+def reference_fire(activation: Tensor, k: int, pattern: str, seeds: list[int]) -> Tensor:
+    """The pure-torch draws: (N, C, th, tw) bool, image n's keys from a generator seeded with ``seeds[n]``."""
+    n, c, h, w = activation.shape
+    th, tw = tile_grid(h, w, k)
+    budget = pattern_rule(activation, k, pattern, lambda cells: cells == 0).sum((2, 3))  # (N, C)
+    eligible = has_pattern_cell(h, w, k, pattern, torch.device("cpu")).flatten()  # (T,)
+    keys = torch.empty((n, c, th * tw))  # uniform keys; ineligible tiles sort last
+    for i in range(n):
+        keys[i] = torch.rand((c, th * tw), generator=torch.Generator().manual_seed(seeds[i]))
+    keys[:, :, ~eligible] = 2.0
+    order = keys.argsort(dim=-1, stable=True)  # (N, C, T): tile indices by key, ties by index
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(th * tw).expand_as(order))
+    fire = rank.to(activation.device) < budget[:, :, None]  # the `budget` lowest keys of each map
+    return fire.view(n, c, th, tw)
+
+
 @register("random", RandomConfig)
 class RandomTiles(TileRule):
     """Fires as many tiles per map as the tile rule, at random positions."""
@@ -45,20 +66,14 @@ class RandomTiles(TileRule):
         self.seed = context.seed
 
     def fire(self, x: LayerInput) -> Tensor:
-        n, c, h, w = x.activation.shape
-        k = self.window
-        th, tw = tile_grid(h, w, k)
-        budget = pattern_rule(x.activation, k, self.pattern_name, lambda cells: cells == 0).sum((2, 3))  # (N, C)
-        eligible = has_pattern_cell(h, w, k, self.pattern_name, torch.device("cpu")).flatten()  # (T,)
-        keys = torch.empty((n, c, th * tw))  # uniform keys; ineligible tiles sort last
-        for i in range(n):
-            generator = torch.Generator().manual_seed(image_seed(self.seed, self.layer.index, x.first_image + i))
-            keys[i] = torch.rand((c, th * tw), generator=generator)
-        keys[:, :, ~eligible] = 2.0
-        order = keys.argsort(-1)  # (N, C, T): tile indices by key
-        rank = torch.empty_like(order).scatter_(-1, order, torch.arange(th * tw).expand_as(order))
-        fire = rank.to(x.activation.device) < budget[:, :, None]  # the `budget` lowest keys of each map
-        return fire.view(n, c, th, tw)
+        """(N, C, th, tw) bool: the tiles that fire."""
+        n = x.activation.shape[0]
+        seeds = [image_seed(self.seed, self.layer.index, x.first_image + i) for i in range(n)]
+        if kernels.fits(x.activation) and kernels.load() is not None:
+            pattern = pattern_mask(self.pattern_name, self.window).to(torch.uint8).contiguous()
+            fire = kernels.random_tiles_op(x.activation, pattern, torch.tensor(seeds, dtype=torch.int64), self.window)
+            return fire.view(torch.bool)  # the kernel's bytes are 0 or 1
+        return reference_fire(x.activation, self.window, self.pattern_name, seeds)
 
     def firing(self, x: LayerInput) -> Firing:
         return self.fired("given_tiles", given=self.fire(x))

@@ -267,16 +267,19 @@ def test_model_leaf_modules_keep_an_untraceable_module_whole(leaf: str) -> None:
         keep_as_leaves(gated(), ["gat"])
 
 
-def test_a_job_identity_without_leaf_modules_is_the_one_recorded_before_the_key_existed() -> None:
+def test_a_job_identity_without_leaf_modules_is_the_one_recorded_before_the_key_existed(monkeypatch) -> None:
     """``model.leaf_modules`` at its default stays out of the identity: runs recorded before the key
-    existed are reused. The hashes are those the previous release computed for the same configs."""
+    existed are reused. The hashes are those the release before the key computed for the same configs
+    (at its measurement version, 2)."""
     from pathlib import Path
 
     from hydra import compose, initialize_config_dir
 
+    from pipeline.job import identity
     from pipeline.job.config import register
     from pipeline.job.plan import prepare
 
+    monkeypatch.setattr(identity, "MEASUREMENT_VERSION", 2)
     register()
     conf = Path(__file__).resolve().parents[2] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 from bruteforce import PATTERN_NAMES, brute_force, random_activation, rule_fired_tiles
 
 from pipeline.measurement import counts as counts_module
+from pipeline.measurement import kernels
 from pipeline.measurement.counts import MEASURED_KEYS, measure
 from pipeline.predictors import KINDS, PATTERNS, LayerInput, make_predictor, pattern_mask, register
 from pipeline.predictors.base import Predictor, PredictorConfig
+from pipeline.predictors.random_tiles import image_seed, reference_fire
 from tests.conftest import HAVE_KERNEL
 
 
@@ -350,6 +353,28 @@ def test_random_control_hits_less_often_than_the_rule_on_real_activations() -> N
         control_rate = control.pred_hit / (control.pred_hit + control.pred_miss)
         assert control_rate < rule_rate, rule.name  # hits less often
         assert control.miss_mass > rule.miss_mass, rule.name  # destroys more activation mass
+
+
+@pytest.mark.skipif(not HAVE_KERNEL, reason="no C++ compiler or ninja: the counting kernel cannot be built")
+def test_the_random_kernel_draws_the_reference_tiles_ties_included() -> None:
+    """``cnp::random_tiles`` takes the tiles of :func:`reference_fire` (torch's generator, a stable argsort).
+    Keys are multiples of 2^-24, so maps of 12,544 tiles have ties; with the job seed 198 (found by a search)
+    a tie straddles a map's budget, so the rule 'a tie goes to the lower tile index' is exercised."""
+    activation = random_activation((1, 8, 224, 224), seed=9, blocks=16)
+    seeds = [image_seed(198, 1, 0)]
+    pattern = pattern_mask("diagonal", 2).to(torch.uint8).contiguous()
+    fast = kernels.random_tiles_op(activation, pattern, torch.tensor(seeds), 2)
+    reference = reference_fire(activation, 2, "diagonal", seeds)
+    assert fast.dtype == torch.uint8 and torch.equal(fast.bool(), reference)
+    keys = torch.rand((8, 112 * 112), generator=torch.Generator().manual_seed(seeds[0]))
+    fired = reference[0].flatten(1)
+    last = torch.where(fired, keys, -1.0).max(1).values  # the highest key that fires, per map
+    assert (torch.where(fired, 2.0, keys) == last[:, None]).any()  # ... ties one that does not, in some map
+    small = (activation[:, :2, :9, :7].contiguous(), pattern, torch.tensor(seeds), 2, 2)
+    torch.library.opcheck(torch.ops.cnp.random_tiles.default, small)
+    with FakeTensorMode() as fake:
+        shape = torch.ops.cnp.random_tiles(*[fake.from_tensor(t) for t in small[:3]], 2, 2).shape
+    assert tuple(shape) == (1, 2, 5, 4)
 
 
 # --- brute force and kernel cross-checks on random inputs of awkward sizes ------------------------

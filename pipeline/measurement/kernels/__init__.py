@@ -1,6 +1,7 @@
-"""The fused CPU counting kernel (measure.c) as the torch operator ``cnp::measure`` (op.cpp: its schema and
-CPU kernel in ``TORCH_LIBRARY``; its fake kernel registered here, so it traces and runs under fake tensors
-like any torch op; tests/measurement run ``torch.library.opcheck`` on it).
+"""The fused CPU kernels as torch operators: the counting kernel (measure.c) as ``cnp::measure`` and the random
+control's draws (random_tiles.c) as ``cnp::random_tiles`` (op.cpp: their schemas and CPU kernels in
+``TORCH_LIBRARY``; their fake kernels registered here, so they trace and run under fake tensors like any torch
+op; tests/measurement run ``torch.library.opcheck`` on them).
 
 The extension is built on first use by ``torch.utils.cpp_extension`` (the system's C++ compiler and
 ninja), for this processor (-march=native), in ``$CNP_KERNEL_CACHE`` (default ``~/.cache/cnp-pipeline``)
@@ -23,7 +24,7 @@ from typing import Optional
 
 import torch
 
-SOURCES = (Path(__file__).with_name("op.cpp"), Path(__file__).with_name("measure.c"))  # op.cpp includes measure.c
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("op.cpp", "measure.c", "random_tiles.c"))  # op.cpp includes the .c
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-strict-aliasing"]
 
 
@@ -78,6 +79,7 @@ def load():
         return None
     if not _FAKE:
         torch.library.register_fake("cnp::measure")(_measure_fake)
+        torch.library.register_fake("cnp::random_tiles")(_random_tiles_fake)
         _FAKE.append(True)
     return torch.ops.cnp.measure
 
@@ -88,6 +90,33 @@ _FAKE: list[bool] = []
 def _measure_fake(activation, pattern, given, window, rule, threshold, apply, threads):
     """Shapes only (tracing, torch.compile, meta and fake tensors): nine counts and two sums."""
     return activation.new_empty(9, dtype=torch.int64), activation.new_empty(2, dtype=torch.float64)
+
+
+def fits(activation: torch.Tensor) -> bool:
+    """Whether the kernels take ``activation``: a contiguous float32 (N, C, H, W) CPU tensor, no autograd."""
+    return (
+        activation.device.type == "cpu"
+        and activation.dtype == torch.float32
+        and activation.dim() == 4
+        and activation.is_contiguous()
+        and not activation.requires_grad
+    )
+
+
+def _random_tiles_fake(activation, pattern, seeds, window, threads):
+    """Shapes only: one byte per tile, (N, C, ceil(H / window), ceil(W / window))."""
+    n, c, h, w = activation.shape
+    return activation.new_empty((n, c, -(-h // window), -(-w // window)), dtype=torch.uint8)
+
+
+def random_tiles_op(activation: torch.Tensor, pattern: torch.Tensor, seeds: torch.Tensor, window: int) -> torch.Tensor:
+    """``cnp::random_tiles`` on a contiguous float32 CPU tensor (N, C, H, W): which tiles the random control
+    fires (uint8, (N, C, th, tw)), image n drawing from torch's CPU generator seeded with ``seeds[n]``
+    (int64, one per image); ``pattern``: the window x window uint8 mask of the pattern cells."""
+    op = load()
+    if op is None:
+        raise RuntimeError("cnp::random_tiles is not built here (no C++ compiler or ninja): use the torch path")
+    return torch.ops.cnp.random_tiles(activation, pattern, seeds, window, threads())
 
 
 def measure_op(
