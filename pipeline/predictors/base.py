@@ -114,7 +114,7 @@ FIRING_RULES = {  # what a Firing states; the counting backends know each (pipel
     "all_zero_tiles": "a k x k tile fires when every in-bounds cell is 0 (the tile oracle)",
     "zero_cells": "exactly the zero cells are predicted, no basis (the oracle)",
     "given_tiles": "the tiles in `given` (N, C, th, tw) fire; counted as the tile rule counts",
-    "given_cells": "the cells in `given` (N, C, H, W) are predicted; zero_diag: the zero pattern cells",
+    "given_cells": "the non-pattern cells in `given` (N, C, H, W) are predicted; zero_diag: the zero pattern cells",
 }
 
 

@@ -58,7 +58,9 @@ class ScoreNet(nn.Module):
         self.bn2 = nn.BatchNorm2d(channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        hidden = self.bn1(self.conv1(x))
+        hidden = torch.relu(hidden) if torch.is_grad_enabled() else hidden.relu_()  # in place: inference only
+        return self.bn2(self.conv2(hidden))
 
     @staticmethod
     def macs(shape: tuple[int, ...]) -> int:
@@ -140,8 +142,9 @@ class LearnedPredictor(TileRule):
         h, w = activation.shape[-2:]
         basis = basis_map(self.pattern_name, self.window, h, w, activation.device)
         with torch.no_grad():  # channels-last: CPU depthwise convs several times as fast, the same values
-            read = (activation.detach().float() * basis).contiguous(memory_format=torch.channels_last)
-            return self.net(read)  # channels-last too: compared with the threshold as it is
+            read = torch.empty_like(activation, dtype=torch.float32, memory_format=torch.channels_last)
+            torch.mul(activation.detach().float(), basis, out=read)  # masked and transposed in one pass
+            return self.net(read)  # channels-last too
 
     def masks(self, x: LayerInput) -> tuple[Tensor, Tensor]:
         h, w = x.activation.shape[-2:]
@@ -158,9 +161,14 @@ class LearnedPredictor(TileRule):
         return 0 if self.net is None else ScoreNet.macs(shape)
 
     def firing(self, x: LayerInput) -> Firing:
-        h, w = x.activation.shape[-2:]
-        basis = basis_map(self.pattern_name, self.window, h, w, x.activation.device)
-        return self.fired("given_cells", given=self._predicted(x, basis))
+        if self.net is None:
+            h, w = x.activation.shape[-2:]
+            basis = basis_map(self.pattern_name, self.window, h, w, x.activation.device)
+            return self.fired("given_cells", given=self._predicted(x, basis))
+        # the scores below the threshold, compared straight into the activation's layout; the counting
+        # backend predicts only the non-pattern ones (FIRING_RULES["given_cells"])
+        below = torch.empty_like(x.activation, dtype=torch.bool, memory_format=torch.contiguous_format)
+        return self.fired("given_cells", given=torch.lt(self.scores(x.activation), self.threshold, out=below))
 
     def setting(self) -> dict[str, object]:
         return {**super().setting(), "threshold": self.threshold if self.net is not None else ""}

@@ -349,6 +349,19 @@ def test_the_kernel_is_a_torch_operator_with_a_fake_kernel():
         assert counts[0] == int((activation == 0).sum()), mode  # the zeros, whatever the mode
 
 
+@pytest.mark.skipif(kernels.load() is None, reason="no C++ compiler or ninja: the counting kernel cannot be built")
+def test_given_cells_predicts_only_non_pattern_cells_by_hand():
+    """A 1 x 1 x 2 x 2 map, window 2, diagonal pattern (cells (0, 0) and (1, 1)); every cell given. Only the
+    two off-diagonal cells are predicted: (0, 1) = 0 a hit, (1, 0) = 3 a miss of mass 3; the pattern cells
+    are computed whatever `given` says, and the zero one, (0, 0), is zero_diag."""
+    activation = torch.tensor([[[[0.0, 0.0], [3.0, 5.0]]]])
+    given = torch.ones(1, 1, 2, 2, dtype=torch.uint8)
+    counts, masses = kernels.measure_op(activation, torch.eye(2, dtype=torch.uint8), given, 2, 5, 0.0, True)
+    assert counts.tolist()[:4] == [2, 1, 1, 1]  # zeros, zero_diag, pred_hit, pred_miss
+    assert masses.tolist() == [8.0, 3.0]
+    assert activation.flatten().tolist() == [0.0, 0.0, 0.0, 5.0]  # the pattern cell 5 kept
+
+
 def test_the_kernel_is_built_where_the_set_up_ran():
     """CI (CI=true) has the set-up's g++ and ninja: there the kernel must build, or every kernel test would
     skip and the suite would count on the torch path alone."""

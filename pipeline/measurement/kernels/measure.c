@@ -20,8 +20,9 @@
  *      zeroed in place; its pattern cells keep their values. Mode 0: no prediction.
  *   Cell predictions that need no tiles of their own:
  *        mode 3 (zero cells):  exactly the zero cells are predicted, no basis (the oracle);
- *        mode 5 (given cells): the cells with `given[cell]` set are predicted (a learned predictor's
- *                              decision, never a pattern cell); zero_diag = the zero pattern cells.
+ *        mode 5 (given cells): the non-pattern cells with `given[cell]` set are predicted (a learned
+ *                              predictor's decision; a pattern cell is computed whatever `given` says);
+ *                              zero_diag = the zero pattern cells.
  * out[0..8] += zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5;
  * mass[0..1] += sum of the values, sum of the values of pred_miss cells (double). Float sums are
  * taken per chunk and added in chunk order, so they do not depend on the thread count.
@@ -141,7 +142,7 @@ static void measure_chunk(const layout_t *lay, float *x, int64_t first_plane, in
     if (lay->mode == 5) { /* given cells: the decision is made, count it */
         const uint8_t *restrict given = lay->given + first_plane * lay->hw;
         for (int64_t e = 0; e < n; e++) {
-            fired[e] = given[e] != 0;
+            fired[e] = (given[e] != 0) & other_cell[e]; /* a pattern cell is computed, never predicted */
             zero_diag += z[e] & !other_cell[e];
         }
         goto count_predicted;
