@@ -45,6 +45,7 @@ from pipeline.tracking.keys import (
     MEASUREMENT_VERSION_TAG,
     OPERATING_POINT_PARAM,
     PARENT_RUN_TAG,
+    PREDICTIONS_ARTIFACT,
     RECOVER_PARAM,
     SPLIT_PARAM,
     SWEEP_TAG,
@@ -160,6 +161,7 @@ def run(cfg: DictConfig, job: HydraJob | None = None) -> JobResult:
         artifacts: dict[str, str | bytes] = {
             "config.yaml": OmegaConf.to_yaml(redact_tree(plain_config(cfg))),  # no password of tracking.uri
             "overrides.yaml": OmegaConf.to_yaml([redact(item) for item in job.overrides]),
+            PREDICTIONS_ARTIFACT: result.predictions.csv() if result.predictions else "",
         }
         if config.recover.kind != "none":  # the recovered weights (a state_dict, weights_only loadable)
             artifacts["recovered_model.pt"] = _state_bytes(model)

@@ -6,6 +6,15 @@ import torch
 from torch import Tensor
 
 
+def outcomes(output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Per image: the top-1 class and whether the target is among the five highest logits (contract
+    section 11's ``pred`` and ``top5``), ranked as :func:`topk_correct` ranks them, so the mean of
+    pred == target is top-1 and the mean of top5 is top-5. (N, classes), (N,) -> int64 (N,), bool (N,)."""
+    maxk = min(5, output.shape[1])
+    _, pred = output.topk(maxk, 1, True, True)  # (N, maxk)
+    return pred[:, 0], pred.eq(target[:, None]).any(1)
+
+
 def topk_correct(output: Tensor, target: Tensor, topk: tuple[int, ...] = (1, 5)) -> Tensor:
     """Correct predictions in a batch for each k: (N, classes), (N,) -> int64 (len(topk),).
 

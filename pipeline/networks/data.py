@@ -81,6 +81,7 @@ class EvalData:
     labels: Tensor | None = None  # (N,) int64
     dataset: Dataset | None = None
     num_classes: int | None = None  # labels are 0..num_classes-1
+    indices: list[int] | None = None  # each evaluated image's index in its split, in evaluation order
 
     def batches(self, batch_size: int, num_workers: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """(images, labels) batches in a fixed order."""
@@ -168,8 +169,9 @@ def _image_bytes(shape: tuple[int, ...]) -> int:
 def _materialize(data: EvalData, batch_size: int, num_workers: int) -> EvalData:
     images, labels = zip(*data.batches(batch_size, num_workers), strict=True)
     return EvalData(
-        data.name, data.size, data.image_shape, torch.cat(images), torch.cat(labels), num_classes=data.num_classes
-    )
+        data.name, data.size, data.image_shape, torch.cat(images), torch.cat(labels), num_classes=data.num_classes,
+        indices=data.indices,
+    )  # fmt: skip
 
 
 # Fashion-MNIST ------------------------------------------------------------------------------
@@ -261,6 +263,7 @@ def _fashion_mnist(cfg: DataConfig) -> EvalData:
         normalize_fashion_mnist(images[index]),
         labels[index],
         num_classes=10,
+        indices=index.tolist(),
     )
 
 
@@ -315,8 +318,9 @@ def _imagenet(cfg: DataConfig) -> EvalData:
         raise DataError(f"{key}={root} holds no images in class folders ({exc}). {hint}") from exc
     index = split_indices(len(dataset), cfg, f"{key}={root}")
     return EvalData(
-        "imagenet", len(index), (3, 224, 224), dataset=Subset(dataset, index), num_classes=len(dataset.classes)
-    )
+        "imagenet", len(index), (3, 224, 224), dataset=Subset(dataset, index), num_classes=len(dataset.classes),
+        indices=list(index),
+    )  # fmt: skip
 
 
 def read_image(path: str):
@@ -341,4 +345,7 @@ def _synthetic(cfg: DataConfig, seed: int) -> EvalData:
     index = torch.tensor(split_indices(cfg.size, cfg, "the synthetic set (data.size)"))
     images = torch.randn((cfg.size, *cfg.image_size), generator=generator)[index]
     labels = torch.randint(0, cfg.num_classes, (cfg.size,), generator=generator)[index]
-    return EvalData("synthetic", len(index), tuple(cfg.image_size), images, labels, num_classes=cfg.num_classes)
+    return EvalData(
+        "synthetic", len(index), tuple(cfg.image_size), images, labels, num_classes=cfg.num_classes,
+        indices=index.tolist(),
+    )  # fmt: skip

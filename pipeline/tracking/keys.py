@@ -63,6 +63,11 @@ def layer_metric(name: str, key: str) -> str:
     return f"layer/{name}/{key}"
 
 
+# artifacts of a run ---------------------------------------------------------------------------------
+LAYERS_ARTIFACT = "layers.csv"  # one row per predictable layer (the columns below)
+PREDICTIONS_ARTIFACT = "predictions.csv"  # one row per evaluated image (contract section 11)
+PREDICTIONS_COLUMNS = ("image", "label", "pred", "top5")
+
 # layers.csv (contract sections 5, 7, 8, 9) ---------------------------------------------------------
 COUNT_COLUMNS = (
     "acts", "zeros", "zero_diag", "pred_hit", "pred_miss", "others", "macs_saved",

@@ -27,6 +27,7 @@ from pipeline.tracking.client import ensure_experiment, resolve_uri
 from pipeline.tracking.config import TrackingConfig
 from pipeline.tracking.interrupts import deferred
 from pipeline.tracking.keys import CONFIG_HASH_TAG, PARENT_RUN_TAG, PARENT_TAG, SWEEP_TAG  # noqa: F401 (re-exported)
+from pipeline.tracking.keys import LAYERS_ARTIFACT
 from pipeline.tracking.store import check_store, store_lock
 
 T = TypeVar("T")
@@ -209,7 +210,7 @@ class JobRecord:
         for start in range(0, len(batch), 1000):  # MLflow's per-request limit
             self.client.log_batch(self.run_id, metrics=batch[start : start + 1000])
         with tempfile.TemporaryDirectory() as folder:
-            with open(Path(folder) / "layers.csv", "w", newline="") as handle:
+            with open(Path(folder) / LAYERS_ARTIFACT, "w", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=list(layer_rows[0]))
                 writer.writeheader()
                 writer.writerows(layer_rows)

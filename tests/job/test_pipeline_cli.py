@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from pipeline.networks.data import find_fashion_mnist, read_fashion_mnist
 from pipeline.tracking.config import TrackingConfig
 from pipeline.tracking.tracker import Tracker
 from tests.cli import EXPERIMENT, REPO, client, run_pipeline, runs, store_args
@@ -58,6 +59,7 @@ def test_sweep_leaves_five_finished_children_under_one_parent(sweep):
 
 def test_each_run_has_every_contract_metric_param_and_artifact(sweep):
     tmp, _, _ = sweep
+    _, labels = read_fashion_mnist(find_fashion_mnist(None), "test")
     mlflow_client = client(tmp)
     for run in runs(tmp):
         metrics = run.data.metrics
@@ -85,6 +87,16 @@ def test_each_run_has_every_contract_metric_param_and_artifact(sweep):
             assert metrics[f"layer/{r['name']}/sparsity"] == pytest.approx(int(r["zeros"]) / int(r["acts"]))
         window = int(run.data.params["window"])
         assert (saved == 0) == (window == 1)
+        # predictions.csv (contract section 11): each evaluated image in order, its index in the test split,
+        # its true label; it reproduces the run's top-1 and top-5
+        assert "predictions.csv" in artifacts
+        path = mlflow_client.download_artifacts(run.info.run_id, "predictions.csv", str(tmp / run.info.run_id))
+        outcome = list(csv.DictReader(open(path)))
+        assert list(outcome[0]) == ["image", "label", "pred", "top5"]
+        assert [int(r["image"]) for r in outcome] == [i * 10000 // 300 for i in range(300)]
+        assert [int(r["label"]) for r in outcome] == [int(labels[i * 10000 // 300]) for i in range(300)]
+        assert sum(r["pred"] == r["label"] for r in outcome) / 300 == metrics["top1"]
+        assert sum(int(r["top5"]) for r in outcome) / 300 == metrics["top5"]
 
 
 def test_rerun_skips_every_job_and_says_so(sweep):
