@@ -38,6 +38,9 @@ from pipeline.tracking.client import resolve_uri as resolve_tracking_uri
 from pipeline.tracking.client import search_all
 from pipeline.tracking.config import TrackingConfig
 from pipeline.tracking.keys import (
+    LAYERS_ARTIFACT,
+    PREDICTIONS_ARTIFACT,
+    PREDICTIONS_COLUMNS,
     ANALYSIS_TAG,
     BASELINE_TAG,
     CONFIG_HASH_TAG,
@@ -272,12 +275,35 @@ def layer_names(client: MlflowClient, run_id: str) -> list[str] | None:
     """The predictable layers of a run in index order (its ``layers.csv`` artifact), or None."""
     with tempfile.TemporaryDirectory() as folder, _quiet_downloads():
         try:
-            path = client.download_artifacts(run_id, "layers.csv", folder)
+            path = client.download_artifacts(run_id, LAYERS_ARTIFACT, folder)
         except Exception:  # no artifact (or no artifact store): the caller falls back
             return None
         with open(path, newline="") as handle:
             rows = sorted(csv.DictReader(handle), key=lambda r: int(r["index"]))
     return [r["name"] for r in rows]
+
+
+def predictions(client: MlflowClient, run_id: str) -> pd.DataFrame | None:
+    """A run's per-image outcomes (its ``predictions.csv``, contract section 11: image, label, pred, top5 in
+    evaluation order), or None when it has none (a run recorded before the artifact existed)."""
+    with tempfile.TemporaryDirectory() as folder, _quiet_downloads():
+        try:
+            path = client.download_artifacts(run_id, PREDICTIONS_ARTIFACT, folder)
+        except Exception:  # no artifact: the caller leaves the paired columns empty
+            return None
+        try:
+            frame = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise AnalysisError(
+                f"the {PREDICTIONS_ARTIFACT} of run {run_id} cannot be read ({type(exc).__name__}): it was altered; "
+                "rerun the run's job with force=true"
+            ) from None
+    if list(frame.columns) != list(PREDICTIONS_COLUMNS):
+        raise AnalysisError(
+            f"the {PREDICTIONS_ARTIFACT} of run {run_id} has the columns {', '.join(map(str, frame.columns))}, not "
+            f"{', '.join(PREDICTIONS_COLUMNS)}: it was altered; rerun the run's job with force=true"
+        )
+    return frame
 
 
 @contextmanager

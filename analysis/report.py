@@ -21,7 +21,15 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from analysis.config import AnalysisConfig, AnalysisError, validate
-from analysis.load import load_runs, load_searches, open_store, pipeline_hint, resolve_uri, with_layer_index
+from analysis.load import (
+    load_runs,
+    load_searches,
+    open_store,
+    pipeline_hint,
+    predictions,
+    resolve_uri,
+    with_layer_index,
+)
 from analysis.record import log_analysis_run
 from analysis.summary import (
     markdown,
@@ -30,13 +38,15 @@ from analysis.summary import (
     predictors_table,
     summary_table,
     with_baseline,
+    with_paired,
     write_summary,
 )
 from pipeline.tracking.client import ensure_experiment
 
 RUN_COLUMNS = ("run_id", "start_time", "config_hash", "sweep", "model", "data", "window", "layer", "limit",
                "seed", "split", "predictor", "pattern", "threshold", "layers", "recover", "baseline", "setting",
-               "top1", "top5", "mac_saving", "net_mac_saving", "top1_drop")  # fmt: skip
+               "top1", "top5", "mac_saving", "net_mac_saving", "top1_drop", "top1_drop_low", "top1_drop_high",
+               "flips_worse", "flips_better", "mcnemar_p")  # fmt: skip
 
 
 @dataclass
@@ -56,6 +66,7 @@ def run(cfg: DictConfig) -> Report:
     config = validate(cfg)
     client, experiment_id = open_store(config)
     runs = with_baseline(load_runs(client, experiment_id, config))
+    runs = with_paired(runs, lambda run_id: predictions(client, run_id))
     if (runs["layer"] != "all").any():
         runs = with_layer_index(client, runs)
     summary = summary_table(runs, config.max_top5_drop)

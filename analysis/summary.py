@@ -24,11 +24,15 @@ model setting saves at least as much net for at most the same top-1 drop, and st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
+from analysis.config import AnalysisError
 from analysis.load import MODEL_SETTING, display_name, pipeline_hint
+from pipeline.measurement.paired import paired_drop
+from pipeline.tracking.keys import PREDICTIONS_ARTIFACT
 
 BASELINE_KEY = MODEL_SETTING  # a baseline is shared by every predictor of one model's evaluation
 LIMIT_KINDS = ("oracle", "tile_oracle")  # perfect predictions: limits to measure against, not buildable
@@ -51,13 +55,14 @@ PAPER = {
 METRICS = ("mac_saving", "top1", "top5", "top1_drop", "top5_drop", "sparsity", "zero_window/3")
 PAPER_COLUMNS = ("paper_mac_saving", "paper_top1", "paper_top5", "paper_sparsity", "paper_zero_window/3")
 COLUMNS = (
-    "model", "data", "limit", "seed", "split", "predictor", "window", *METRICS, "best", *PAPER_COLUMNS,
-    "images", "run_id", "baseline_run_id",
+    "model", "data", "limit", "seed", "split", "predictor", "window", *METRICS, "top1_drop_low", "top1_drop_high",
+    "flips_worse", "flips_better", "mcnemar_p", "best", *PAPER_COLUMNS, "images", "run_id", "baseline_run_id",
 )  # fmt: skip
 PREDICTOR_COLUMNS = (
     "model", "data", "limit", "seed", "split", "label", "setting", "predictor", "window", "pattern", "threshold",
     "layers", "recover", "net_mac_saving", "mac_saving", "predictor_mac_cost", "top1", "top5", "top1_drop",
-    "top5_drop", "hit_rate", "frac/pred_miss", "frac/miss_mass", "pareto", "images", "run_id", "baseline_run_id",
+    "top1_drop_low", "top1_drop_high", "flips_worse", "flips_better", "mcnemar_p", "top5_drop", "hit_rate",
+    "frac/pred_miss", "frac/miss_mass", "pareto", "images", "run_id", "baseline_run_id",
 )  # fmt: skip
 
 
@@ -91,6 +96,60 @@ def with_baseline(runs: pd.DataFrame) -> pd.DataFrame:
     merged["top1_drop"] = merged["baseline_top1"] - merged["top1"]
     merged["top5_drop"] = merged["baseline_top5"] - merged["top5"]
     return merged
+
+
+PAIRED_COLUMNS = ("flips_worse", "flips_better", "top1_drop_low", "top1_drop_high", "mcnemar_p")
+
+
+def with_paired(runs: pd.DataFrame, fetch: Callable[[str], pd.DataFrame | None]) -> pd.DataFrame:
+    """``runs`` (through :func:`with_baseline`) plus the paired statistics of contract section 11 of each
+    run against its baseline, image by image from both runs' ``predictions.csv`` (``fetch``: a run id to
+    its frame, or None). Empty where a run or its baseline has no predictions.csv (runs recorded before
+    it existed); an AnalysisError when a predictions.csv does not match its run or the two runs' images
+    differ."""
+    runs = runs.copy()
+    for column in PAIRED_COLUMNS:
+        runs[column] = float("nan")
+    cache: dict[str, pd.DataFrame | None] = {}
+
+    def outcomes(row: pd.Series, run_id: str) -> pd.DataFrame | None:
+        if run_id not in cache:
+            cache[run_id] = _checked(fetch(run_id), run_id, row)
+        return cache[run_id]
+
+    base_rows = runs.set_index("run_id", drop=False)
+    for index, row in runs.iterrows():
+        base_id = row.get("baseline_run_id")
+        if base_id is None or pd.isna(base_id):
+            continue
+        run, base = outcomes(row, row["run_id"]), outcomes(base_rows.loc[base_id], base_id)
+        if run is None or base is None:
+            continue
+        if not (run["image"].equals(base["image"]) and run["label"].equals(base["label"])):
+            raise AnalysisError(
+                f"run {row['run_id']} and its baseline {base_id} were not evaluated on the same images (their "
+                f"{PREDICTIONS_ARTIFACT} differ in images or labels): rerun both jobs with force=true"
+            )
+        paired = paired_drop((base["pred"] == base["label"]).tolist(), (run["pred"] == run["label"]).tolist())
+        for column, value in paired.columns().items():
+            if column in PAIRED_COLUMNS:
+                runs.loc[index, column] = value
+    return runs
+
+
+def _checked(frame: pd.DataFrame | None, run_id: str, row: pd.Series) -> pd.DataFrame | None:
+    """``frame`` when it is the run's own: one row per evaluated image, and its top-1 is the run's."""
+    if frame is None:
+        return None
+    images = int(row["images"]) if not pd.isna(row.get("images")) else len(frame)
+    top1 = float((frame["pred"] == frame["label"]).mean()) if len(frame) else float("nan")
+    if len(frame) != images or abs(top1 - float(row["top1"])) > 0.5 / max(images, 1):
+        raise AnalysisError(
+            f"the {PREDICTIONS_ARTIFACT} of run {run_id} does not match its run ({len(frame)} rows with top-1 "
+            f"{top1:.4f}; the run has {images} images and top-1 {float(row['top1']):.4f}): it was altered or "
+            "copied from another run; rerun the run's job with force=true"
+        )
+    return frame
 
 
 def missing_baselines(runs: pd.DataFrame, config) -> str | None:
@@ -272,7 +331,8 @@ def paper_markdown(table: pd.DataFrame) -> list[str]:
         "Accuracy, MAC saving (of conv MACs), sparsity and all-zero 3x3 windows in %; drops in percentage "
         "points (baseline minus value; positive = accuracy lost). **Bold** window: the best trade-off, the "
         "largest MAC saving whose top-5 drop stays within `best.max_top5_drop` (analysis/summary.py). "
-        "[x]: the paper's value (ImageNet validation set, docs/measurements.md).",
+        "[x]: the paper's value (ImageNet validation set, docs/measurements.md). Top-1 drop ± the half-width "
+        "of its paired 95 % interval, p: the exact McNemar test (docs/measurements.md, \"Uncertainty\").",
         "",
     ]
     header = ["model", "data", "images", "seed", "window", "MAC saving", "top-1", "top-5",
@@ -290,7 +350,7 @@ def paper_markdown(table: pd.DataFrame) -> list[str]:
             _percent(row, "mac_saving"),
             _percent(row, "top1"),
             _percent(row, "top5"),
-            _percent(row, "top1_drop", paper=False, baseline=row["window"] == 1),
+            "-" if row["window"] == 1 else drop_cell(row),
             _percent(row, "top5_drop", paper=False, baseline=row["window"] == 1),
             _percent(row, "sparsity"),
             _percent(row, "zero_window/3"),
@@ -306,7 +366,8 @@ def comparison_markdown(comparison: pd.DataFrame) -> list[str]:
         "Every `layer=all` run: net MAC saving (the conv MACs skipped minus the predictor's own, in % of the "
         "model's conv MACs), top-1 and its drop against the baseline (points), hit rate (predicted cells that "
         "were zero), activation mass destroyed by misses (%). **Bold**: on the Pareto front of its model "
-        "(no other run saves more for a smaller drop).",
+        "(no other run saves more for a smaller drop). Top-1 drop ± the half-width of its paired 95 % interval, "
+        "p: the exact McNemar test.",
         "",
         "| model | predictor | net saving | saving | predictor cost | top-1 | top-1 drop | hit rate | miss mass |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -320,12 +381,27 @@ def comparison_markdown(comparison: pd.DataFrame) -> list[str]:
             _percent(row, "mac_saving", paper=False),
             _percent(row, "predictor_mac_cost", paper=False),
             _percent(row, "top1", paper=False),
-            _percent(row, "top1_drop", paper=False),
+            drop_cell(row),
             _percent(row, "hit_rate", paper=False),
             _percent(row, "frac/miss_mass", paper=False),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def drop_cell(row: pd.Series) -> str:
+    """A top-1 drop in points with its paired 95 % interval as +/- its half-width (contract section 11),
+    and the McNemar p when the interval is known: '0.52 ± 0.21 (p 0.01)'."""
+    drop, low, high = row.get("top1_drop"), row.get("top1_drop_low"), row.get("top1_drop_high")
+    if drop is None or pd.isna(drop):
+        return "n/a"
+    if low is None or pd.isna(low) or high is None or pd.isna(high):
+        return f"{100 * drop:.2f}"
+    return f"{100 * drop:.2f} ± {100 * (high - low) / 2:.2f} (p {_p(row.get('mcnemar_p'))})"
+
+
+def _p(value: object) -> str:
+    return "n/a" if value is None or pd.isna(value) else ("<0.001" if value < 0.001 else f"{value:.3f}")
 
 
 def _count(value: object) -> str:

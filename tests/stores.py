@@ -64,3 +64,10 @@ class Store:
         if status != "RUNNING":
             self.client.set_terminated(run_id, status)
         return run_id
+
+    def predictions(self, run_id: str, right: list[bool], labels: list[int] | None = None) -> None:
+        """The run's predictions.csv: image i labelled ``labels[i]`` (default 0), predicted right when
+        ``right[i]`` (else the next class)."""
+        labels = labels or [0] * len(right)
+        rows = "".join(f"{i},{y},{y if ok else y + 1},1\n" for i, (y, ok) in enumerate(zip(labels, right, strict=True)))
+        self.client.log_text(run_id, "image,label,pred,top5\n" + rows, "predictions.csv")

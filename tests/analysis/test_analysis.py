@@ -7,6 +7,7 @@ an older analysis run, and a layer sweep. Everything lives under tmp_path, never
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -89,8 +90,13 @@ def build_store(folder: Path) -> dict[str, object]:
     ids["vgg_none"] = store.job("vgg16_fmnist", "fashion_mnist", None, 1, metrics(1, 0.92, 0.99, 0.0),
                                 predictor={"kind": "none"}, tags={"baseline": "true"})  # fmt: skip
     tile3 = {"kind": "tile", "pattern": "diagonal", "threshold": 0.0}
-    store.job("vgg16_fmnist", "fashion_mnist", None, 3, {**metrics(3, 0.89, 0.99, 0.22), "net_mac_saving": 0.22},
-              predictor=tile3, tags={"baseline": "false"})  # fmt: skip
+    ids["vgg_tile3"] = store.job("vgg16_fmnist", "fashion_mnist", None, 3,
+                                 {**metrics(3, 0.89, 0.99, 0.22), "net_mac_saving": 0.22},
+                                 predictor=tile3, tags={"baseline": "false"})  # fmt: skip
+    # their per-image outcomes on the 1,000 images: the baseline right on images 0-919; the run right on
+    # 0-879 and 920-929 (top-1 0.89): 40 flips worse, 10 better
+    store.predictions(ids["vgg_none"], [i < 920 for i in range(1000)])
+    store.predictions(ids["vgg_tile3"], [i < 880 or 920 <= i < 930 for i in range(1000)])
     # a finished search of resnet18_fmnist (its parent run), and an unfinished one: never read
     for status, values in (("FINISHED", SEARCH), ("RUNNING", {k: 0.9 for k in SEARCH})):
         search = store.client.create_run(store.experiment_id, tags={
@@ -222,7 +228,7 @@ def test_paper_reference_values_stand_beside_imagenet_models(report):
         .all()
     )
     text = (report.out / "summary.md").read_text()
-    assert "| AlexNet | imagenet | 1000 | 0 | **3x3** | 40.8 [40.8] | 52.5 [52.5] | 76.2 [76.2] | 4.0 | 2.9 |" in text
+    assert "| AlexNet | imagenet | 1000 | 0 | **3x3** | 40.8 [40.8] | 52.5 [52.5] | 76.2 [76.2] | 4.00 | 2.9 |" in text
 
 
 def test_layer_sweep_runs_get_their_layer_index_and_drop(report):
@@ -413,3 +419,36 @@ def test_searches_are_listed_as_operating_points(store, report):
     assert row["budget"] == 0.5 and {k: row[k] for k in SEARCH} == SEARCH
     text = (report.out / "summary.md").read_text()
     assert "| resnet18_fmnist | `resnet18_fmnist-b0.5` | 0.5 | 300 | 0.40 | 21.0 | 0.60 | 20.5 |" in text
+
+
+def test_drops_carry_their_paired_interval_and_mcnemar_p_by_hand(report):
+    """vgg16_fmnist's 3x3 run against its baseline on 1,000 images: b = 40, c = 10 (contract section 11)."""
+    found = report.predictors[(report.predictors["model"] == "vgg16_fmnist") & (report.predictors["window"] == 3)]
+    got = found.iloc[0]
+    se = math.sqrt((50 / 1000 - 0.03**2) / 1000)  # 0.0070071
+    assert (got["flips_worse"], got["flips_better"]) == (40, 10)
+    assert got["top1_drop"] == pytest.approx(0.03)
+    assert got["top1_drop_low"] == pytest.approx(0.03 - 1.959964 * se, abs=1e-6)
+    assert got["top1_drop_high"] == pytest.approx(0.03 + 1.959964 * se, abs=1e-6)
+    assert got["mcnemar_p"] == pytest.approx(2 * sum(math.comb(50, i) for i in range(11)) / 2**50)
+    assert row(report.summary, "vgg16_fmnist", 3)["flips_worse"] == 40  # the paper's table carries them too
+    summary_md = (report.out / "summary.md").read_text()
+    assert "3.00 ± 1.37 (p <0.001)" in summary_md
+    # runs without a predictions.csv (recorded before it existed): the drop without its interval
+    alexnet = row(report.summary, "alexnet", 3)
+    assert not pd.isna(alexnet["top1_drop"]) and pd.isna(alexnet["top1_drop_low"])
+
+
+@pytest.mark.parametrize("case", ["rows", "top1", "images"])
+def test_a_predictions_csv_that_does_not_match_its_run_is_one_error(tmp_path, case):
+    store = Store(tmp_path)
+    base = store.job("tiny", "fashion_mnist", 10, 1, {**metrics(1, 0.5, 0.9, 0.0), "images": 10})
+    other = store.job("tiny", "fashion_mnist", 10, 3, {**metrics(3, 0.4, 0.9, 0.1), "images": 10})
+    store.predictions(base, [i < 5 for i in range(10)])
+    right = {"rows": [i < 4 for i in range(9)], "top1": [i < 6 for i in range(10)]}.get(case, [i < 4 for i in range(10)])
+    store.predictions(other, right, labels=[1] * 10 if case == "images" else None)
+    with pytest.raises(AnalysisError) as error:
+        run(config(store.uri, tmp_path / "out" / "figures"))
+    expected = "not evaluated on the same images" if case == "images" else f"the predictions.csv of run {other} does not match"
+    assert expected in str(error.value) and "force=true" in str(error.value)
+    assert not (tmp_path / "out").exists()
