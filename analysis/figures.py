@@ -224,15 +224,18 @@ PATTERN_MARKERS = {"diagonal": "o", "anti_diagonal": "v", "checkerboard": "s", "
 
 
 def fig_tradeoff(runs: pd.DataFrame) -> Figure:
-    """Net MAC saving against top-1 drop: one point per run (colour = kind, marker = pattern), the
-    oracle's saving as the limit (dotted), the Pareto front of the buildable predictors (dashed,
-    ringed). Runs that lose more than ``TRADEOFF_MAX_DROP`` points are counted, not drawn."""
+    """Net MAC saving against top-1 drop: one point per run (colour = kind, marker = pattern) with the
+    paired 95 % interval of its drop (where both runs have predictions.csv), the oracle's saving as the
+    limit (dotted), the Pareto front of the buildable predictors (dashed, ringed). Runs that lose more
+    than ``TRADEOFF_MAX_DROP`` points are counted, not drawn."""
     labels = list(dict.fromkeys(runs["label"]))
     fig, axes = _panels(len(labels), width=3.3, height=3.0, sharey=False)
     seen: dict[str, object] = {}
     for ax, label in zip(axes, labels, strict=False):
         part = runs[runs["label"] == label].assign(
-            drop=lambda f: 100 * f["top1_drop"], saving=lambda f: 100 * f["net_mac_saving"]
+            drop=lambda f: 100 * f["top1_drop"], saving=lambda f: 100 * f["net_mac_saving"],
+            drop_low=lambda f: 100 * f.get("top1_drop_low", float("nan")),
+            drop_high=lambda f: 100 * f.get("top1_drop_high", float("nan")),
         )
         limit = part[part["predictor"] == "oracle"]
         if len(limit):
@@ -248,6 +251,11 @@ def fig_tradeoff(runs: pd.DataFrame) -> Figure:
                         xycoords="axes fraction", ha="right", va="bottom", fontsize=6, color="0.3")  # fmt: skip
         for (kind, pattern), group in points.groupby(["predictor", "pattern"], sort=False):
             name = f"{kind.replace('_', ' ')} {pattern}".strip()
+            known = group[group["drop_low"].notna() & ~group["baseline"].astype(bool)]
+            if len(known):  # the paired 95 % interval of each drop (contract section 11)
+                ax.errorbar(known["drop"], known["saving"], xerr=[known["drop"] - known["drop_low"],
+                            known["drop_high"] - known["drop"]], fmt="none", ecolor=KIND_COLORS.get(kind, "#ca9161"),
+                            elinewidth=0.7, alpha=0.7, zorder=2)  # fmt: skip
             handle = ax.scatter(group["drop"], group["saving"], s=22, color=KIND_COLORS.get(kind, "#ca9161"),
                                 marker=PATTERN_MARKERS.get(pattern, "o"), edgecolor="white", linewidth=0.4,
                                 zorder=3)  # fmt: skip

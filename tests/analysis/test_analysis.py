@@ -452,3 +452,19 @@ def test_a_predictions_csv_that_does_not_match_its_run_is_one_error(tmp_path, ca
     expected = "not evaluated on the same images" if case == "images" else f"the predictions.csv of run {other} does not match"
     assert expected in str(error.value) and "force=true" in str(error.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_tradeoff_figure_draws_each_known_interval(report):
+    """The trade-off figure's vgg16_fmnist panel: one horizontal bar, from the drop's low to its high end."""
+    from matplotlib.container import ErrorbarContainer
+
+    runs = report.runs
+    fig = figures.fig_tradeoff(figures._tradeoff(runs))
+    vgg = runs[(runs["model"] == "vgg16_fmnist") & (runs["window"] == 3)].iloc[0]
+    bars = [c for ax in fig.axes for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 1  # the only run with both predictions.csv (its baseline has no bar of its own)
+    (segments,) = [lines.get_segments() for lines in bars[0].lines[2]]
+    (x0, y0), (x1, y1) = segments[0]
+    assert (x0, x1) == pytest.approx((100 * vgg["top1_drop_low"], 100 * vgg["top1_drop_high"]))
+    assert y0 == y1 == pytest.approx(100 * vgg["net_mac_saving"])
+
