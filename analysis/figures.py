@@ -233,7 +233,8 @@ def fig_tradeoff(runs: pd.DataFrame) -> Figure:
     seen: dict[str, object] = {}
     for ax, label in zip(axes, labels, strict=False):
         part = runs[runs["label"] == label].assign(
-            drop=lambda f: 100 * f["top1_drop"], saving=lambda f: 100 * f["net_mac_saving"],
+            drop=lambda f: 100 * f["top1_drop"],
+            saving=lambda f: 100 * f["net_mac_saving"],
             drop_low=lambda f: 100 * f.get("top1_drop_low", float("nan")),
             drop_high=lambda f: 100 * f.get("top1_drop_high", float("nan")),
         )

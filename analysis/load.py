@@ -38,15 +38,15 @@ from pipeline.tracking.client import resolve_uri as resolve_tracking_uri
 from pipeline.tracking.client import search_all
 from pipeline.tracking.config import TrackingConfig
 from pipeline.tracking.keys import (
-    LAYERS_ARTIFACT,
-    PREDICTIONS_ARTIFACT,
-    PREDICTIONS_COLUMNS,
     ANALYSIS_TAG,
     BASELINE_TAG,
     CONFIG_HASH_TAG,
     JOB_PARAMS,
+    LAYERS_ARTIFACT,
     OPERATING_POINT_PARAM,
     PARENT_TAG,
+    PREDICTIONS_ARTIFACT,
+    PREDICTIONS_COLUMNS,
     PREDICTOR_KINDS,
     RECOVER_PARAM,
     SEARCH_METRICS,

@@ -332,7 +332,7 @@ def paper_markdown(table: pd.DataFrame) -> list[str]:
         "points (baseline minus value; positive = accuracy lost). **Bold** window: the best trade-off, the "
         "largest MAC saving whose top-5 drop stays within `best.max_top5_drop` (analysis/summary.py). "
         "[x]: the paper's value (ImageNet validation set, docs/measurements.md). Top-1 drop ± the half-width "
-        "of its paired 95 % interval, p: the exact McNemar test (docs/measurements.md, \"Uncertainty\").",
+        'of its paired 95 % interval, p: the exact McNemar test (docs/measurements.md, "Uncertainty").',
         "",
     ]
     header = ["model", "data", "images", "seed", "window", "MAC saving", "top-1", "top-5",

@@ -69,5 +69,7 @@ class Store:
         """The run's predictions.csv: image i labelled ``labels[i]`` (default 0), predicted right when
         ``right[i]`` (else the next class)."""
         labels = labels or [0] * len(right)
-        rows = "".join(f"{i},{y},{y if ok else y + 1},1\n" for i, (y, ok) in enumerate(zip(labels, right, strict=True)))
+        rows = "".join(
+            f"{i},{y},{y if ok else y + 1},1\n" for i, (y, ok) in enumerate(zip(labels, right, strict=True))
+        )
         self.client.log_text(run_id, "image,label,pred,top5\n" + rows, "predictions.csv")

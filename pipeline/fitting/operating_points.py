@@ -59,7 +59,6 @@ class SearchError(PipelineError):
     """Bad search settings; the message says what to do."""
 
 
-
 CONF = Path(__file__).resolve().parents[2] / "conf"
 GRID_EXPERIMENT = "cnp_search_grid"  # the per-layer grid's settings, as an experiment preset of the multirun
 OPERATING_POINTS = Path("outputs/conf/operating_point")  # pipeline.search's presets, on the config search path

@@ -48,7 +48,6 @@ class TrainingError(PipelineError):
     """Bad input found before training; the message says what to do."""
 
 
-
 @dataclass
 class TrainPredictorConfig:
     """``python -m pipeline.train_predictor``: learned predictors of one model (conf/train_predictor.yaml)."""

@@ -14,7 +14,6 @@ def model_label(config: PipelineConfig) -> str:
     return config.model.name
 
 
-
 def predictor_label(config: PipelineConfig) -> str:
     """``tile(diagonal)``, ``tile(checkerboard,t=0.05)``, ``oracle``, ``random(diagonal)+2 layers``."""
     if config.operating_point is not None:
@@ -30,7 +29,6 @@ def predictor_label(config: PipelineConfig) -> str:
     return label
 
 
-
 def describe(config: PipelineConfig, layers: list[PredictableLayer] | None = None) -> str:
     """The job's line head: ``alexnet_fmnist window=3 layer=3 (features.8) predictor=tile(diagonal)``."""
     layer = layer_text(config.layer, layers)
@@ -38,7 +36,6 @@ def describe(config: PipelineConfig, layers: list[PredictableLayer] | None = Non
     return (
         f"{model_label(config)} window={config.window} layer={layer} predictor={predictor_label(config)}{recovered}"
     )
-
 
 
 def layer_text(layer: str, layers: list[PredictableLayer] | None) -> str:

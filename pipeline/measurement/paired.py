@@ -90,6 +90,6 @@ def paired_drop(baseline_right: Sequence[bool], run_right: Sequence[bool]) -> Pa
     """The paired drop from per-image outcomes (1/True: classified right), in the same image order."""
     if len(baseline_right) != len(run_right):
         raise ValueError(f"the baseline has {len(baseline_right)} images and the run {len(run_right)}")
-    b = sum(1 for base, run in zip(baseline_right, run_right) if base and not run)
-    c = sum(1 for base, run in zip(baseline_right, run_right) if run and not base)
+    b = sum(1 for base, run in zip(baseline_right, run_right, strict=True) if base and not run)
+    c = sum(1 for base, run in zip(baseline_right, run_right, strict=True) if run and not base)
     return PairedDrop(b, c, len(run_right))

@@ -57,6 +57,7 @@ class DataConfig:
         if self.size < 1 or self.num_classes < 1:
             raise ValueError(f"data.size and data.num_classes must be >= 1, got {self.size} and {self.num_classes}")
 
+
 DEBIAN_FASHION_MNIST = Path(os.environ.get("CNP_FASHION_MNIST_SYSTEM_DIR", "/usr/share/datasets/fashion-mnist"))
 FMNIST_TEST = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 FMNIST_TRAIN = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
@@ -246,7 +247,9 @@ def _fashion_mnist(cfg: DataConfig) -> EvalData:
         tried = (
             f"torchvision could not download them ({type(failure).__name__}: {' '.join(str(failure).split())})"
             if failure is not None
-            else "torchvision's download did not give them" if cfg.download else "data.download=false"
+            else "torchvision's download did not give them"
+            if cfg.download
+            else "data.download=false"
         )
         raise DataError(
             f"Fashion-MNIST {cfg.split} files ({files[0]}.gz, {files[1]}.gz) not found in "

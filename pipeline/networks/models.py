@@ -35,6 +35,7 @@ class ModelConfig:
     leaf_modules: list[str] = field(default_factory=list)  # submodule names or classes torch.fx keeps whole
     num_classes: int = 1000
 
+
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 TORCHVISION_MODELS = ("alexnet", "vgg16", "resnet18")
 FMNIST_MODELS = ("alexnet_fmnist", "vgg16_fmnist", "resnet18_fmnist")

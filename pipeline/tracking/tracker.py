@@ -26,8 +26,7 @@ from pipeline.tracking import claims
 from pipeline.tracking.client import ensure_experiment, resolve_uri
 from pipeline.tracking.config import TrackingConfig
 from pipeline.tracking.interrupts import deferred
-from pipeline.tracking.keys import CONFIG_HASH_TAG, PARENT_RUN_TAG, PARENT_TAG, SWEEP_TAG  # noqa: F401 (re-exported)
-from pipeline.tracking.keys import LAYERS_ARTIFACT
+from pipeline.tracking.keys import CONFIG_HASH_TAG, LAYERS_ARTIFACT, PARENT_RUN_TAG, PARENT_TAG, SWEEP_TAG  # noqa: F401 (re-exported)
 from pipeline.tracking.store import check_store, store_lock
 
 T = TypeVar("T")

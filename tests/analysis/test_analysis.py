@@ -228,7 +228,9 @@ def test_paper_reference_values_stand_beside_imagenet_models(report):
         .all()
     )
     text = (report.out / "summary.md").read_text()
-    assert "| AlexNet | imagenet | 1000 | 0 | **3x3** | 40.8 [40.8] | 52.5 [52.5] | 76.2 [76.2] | 4.00 | 2.9 |" in text
+    assert (
+        "| AlexNet | imagenet | 1000 | 0 | **3x3** | 40.8 [40.8] | 52.5 [52.5] | 76.2 [76.2] | 4.00 | 2.9 |" in text
+    )
 
 
 def test_layer_sweep_runs_get_their_layer_index_and_drop(report):
@@ -445,11 +447,17 @@ def test_a_predictions_csv_that_does_not_match_its_run_is_one_error(tmp_path, ca
     base = store.job("tiny", "fashion_mnist", 10, 1, {**metrics(1, 0.5, 0.9, 0.0), "images": 10})
     other = store.job("tiny", "fashion_mnist", 10, 3, {**metrics(3, 0.4, 0.9, 0.1), "images": 10})
     store.predictions(base, [i < 5 for i in range(10)])
-    right = {"rows": [i < 4 for i in range(9)], "top1": [i < 6 for i in range(10)]}.get(case, [i < 4 for i in range(10)])
+    right = {"rows": [i < 4 for i in range(9)], "top1": [i < 6 for i in range(10)]}.get(
+        case, [i < 4 for i in range(10)]
+    )
     store.predictions(other, right, labels=[1] * 10 if case == "images" else None)
     with pytest.raises(AnalysisError) as error:
         run(config(store.uri, tmp_path / "out" / "figures"))
-    expected = "not evaluated on the same images" if case == "images" else f"the predictions.csv of run {other} does not match"
+    expected = (
+        "not evaluated on the same images"
+        if case == "images"
+        else f"the predictions.csv of run {other} does not match"
+    )
     assert expected in str(error.value) and "force=true" in str(error.value)
     assert not (tmp_path / "out").exists()
 
@@ -467,4 +475,3 @@ def test_the_tradeoff_figure_draws_each_known_interval(report):
     (x0, y0), (x1, y1) = segments[0]
     assert (x0, x1) == pytest.approx((100 * vgg["top1_drop_low"], 100 * vgg["top1_drop_high"]))
     assert y0 == y1 == pytest.approx(100 * vgg["net_mac_saving"])
-

@@ -167,6 +167,7 @@ def test_runs_of_a_killed_process_are_closed_by_the_next_sweep_and_redone(tmp_pa
 def test_a_claim_whose_process_is_gone_does_not_block(tmp_path, store_in):
     """Claims of a dead PID on this host, or without a heartbeat from another host, are closed KILLED."""
     from pipeline.tracking import claims
+
     store_in(tmp_path)
     mlflow_client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = mlflow_client.create_experiment("claims")

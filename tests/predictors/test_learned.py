@@ -147,6 +147,7 @@ def tiny_training(seed: int = 0) -> TrainPredictorConfig:
 
 def test_training_is_deterministic_for_a_seed_and_uses_the_training_split(monkeypatch):
     from pipeline.networks import data as data_module
+
     splits = []
     read = data_module.read_fashion_mnist
     monkeypatch.setattr(

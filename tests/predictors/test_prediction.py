@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch._subclasses.fake_tensor import FakeTensorMode
 from bruteforce import PATTERN_NAMES, brute_force, random_activation, rule_fired_tiles
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from pipeline.measurement import counts as counts_module
 from pipeline.measurement import kernels

@@ -24,7 +24,9 @@ from typing import Optional
 
 import torch
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("op.cpp", "measure.c", "random_tiles.c"))  # op.cpp includes the .c
+SOURCES = tuple(
+    Path(__file__).with_name(name) for name in ("op.cpp", "measure.c", "random_tiles.c")
+)  # op.cpp includes the .c
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-strict-aliasing"]
 
 
@@ -109,7 +111,9 @@ def _random_tiles_fake(activation, pattern, seeds, window, threads):
     return activation.new_empty((n, c, -(-h // window), -(-w // window)), dtype=torch.uint8)
 
 
-def random_tiles_op(activation: torch.Tensor, pattern: torch.Tensor, seeds: torch.Tensor, window: int) -> torch.Tensor:
+def random_tiles_op(
+    activation: torch.Tensor, pattern: torch.Tensor, seeds: torch.Tensor, window: int
+) -> torch.Tensor:
     """``cnp::random_tiles`` on a contiguous float32 CPU tensor (N, C, H, W): which tiles the random control
     fires (uint8, (N, C, th, tw)), image n drawing from torch's CPU generator seeded with ``seeds[n]``
     (int64, one per image); ``pattern``: the window x window uint8 mask of the pattern cells."""
@@ -120,8 +124,13 @@ def random_tiles_op(activation: torch.Tensor, pattern: torch.Tensor, seeds: torc
 
 
 def measure_op(
-    activation: torch.Tensor, pattern: torch.Tensor, given: Optional[torch.Tensor], window: int, rule: int,
-    threshold: float, apply: bool,
+    activation: torch.Tensor,
+    pattern: torch.Tensor,
+    given: Optional[torch.Tensor],
+    window: int,
+    rule: int,
+    threshold: float,
+    apply: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``cnp::measure`` on a contiguous float32 CPU tensor (N, C, H, W), with this process's thread count.
     Returns the int64 counts (zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5) and the float64 sums
