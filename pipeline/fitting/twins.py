@@ -1,6 +1,7 @@
 """Training of the small Fashion-MNIST CNNs of ``pipeline.networks.fmnist`` (the CLI is ``pipeline.train``).
 
-Reads the gz IDX files of Fashion-MNIST, trains with SGD (Nesterov momentum) and a one-cycle LR
+Reads the gz IDX files of Fashion-MNIST, trains on the training split's train part (never its
+calibration part, which searches choose on) with SGD (Nesterov momentum) and a one-cycle LR
 schedule on 2 CPU threads, evaluates top-1 on all 10,000 test images, saves the float32 state_dict
 (loads back with ``torch.load(path, weights_only=True)``) and logs the run to MLflow.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -27,6 +28,7 @@ from pipeline.networks.data import (
     DataConfig,
     normalize_fashion_mnist,
     read_fashion_mnist,
+    split_indices,
 )
 from pipeline.networks.fmnist import FMNIST_MEAN, FMNIST_MODELS, FMNIST_STD
 from pipeline.networks.models import ModelConfig
@@ -54,7 +56,7 @@ class TrainConfig:
     """``python -m pipeline.train``: one Fashion-MNIST twin trained again (conf/train.yaml)."""
 
     model: ModelConfig = MISSING  # a twin: alexnet_fmnist, vgg16_fmnist, resnet18_fmnist
-    data: DataConfig = MISSING  # its data.root (null: Debian's copy) is read, training and test files
+    data: DataConfig = MISSING  # data.root (null: Debian's copy); trains on its train part (data.calibration_images held out)
     epochs: Optional[int] = None  # null: the model's (MODEL_DEFAULTS)
     lr: Optional[float] = None  # peak LR of the one-cycle schedule; null: the model's
     weight_decay: Optional[float] = None  # null: the model's
@@ -106,6 +108,15 @@ def validate(cfg: DictConfig) -> TrainConfig:
 
 
 # --------------------------------------------------------------------------- data
+
+
+def training_part(x: torch.Tensor, y: torch.Tensor, data: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training split's ``train`` part (``data.split=train``, whatever ``data.split`` says): the
+    ``data.calibration_images`` images that searches choose on (``data.split=calibration``) are held out,
+    so a twin never fits the images its operating points are chosen on."""
+    part = replace(data, split="train", limit=None)
+    index = torch.tensor(split_indices(len(x), part, "the Fashion-MNIST training split"))
+    return x[index], y[index]
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
@@ -238,7 +249,7 @@ def run_training(cfg: DictConfig) -> float:
     np.random.seed(args.seed)
 
     data_root = Path(args.data.root) if args.data.root else DEBIAN_FASHION_MNIST
-    x_train, y_train = read_fashion_mnist(data_root, "train")  # uint8 (N, 28, 28), int64 (N,)
+    x_train, y_train = training_part(*read_fashion_mnist(data_root, "train"), args.data)  # uint8 (N, 28, 28)
     x_test, y_test = read_fashion_mnist(data_root, "test")
     if args.train_limit:
         x_train, y_train = x_train[: args.train_limit], y_train[: args.train_limit]
@@ -261,6 +272,8 @@ def run_training(cfg: DictConfig) -> float:
         "schedule": "onecycle",
         "augment": "crop_pad2+hflip",
         "train_images": len(x_train),
+        "train_part": "train",  # the training split without its calibration part
+        "calibration_images": args.data.calibration_images,
         "parameters": n_params,
     }
     t0 = time.perf_counter()

@@ -13,7 +13,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from pipeline.fitting.twins import SHIPPED_DIR, register, validate
+from pipeline.fitting.twins import SHIPPED_DIR, register, training_part, validate
+from pipeline.networks.data import DataConfig, split_indices
 from pipeline.train import FlagError, cli, overrides
 from tests.cli import REPO
 
@@ -34,6 +35,7 @@ def test_training_is_seeded_and_logged(tmp_path, monkeypatch, capsys):
     (run,) = client.search_runs([client.get_experiment_by_name("fmnist-training").experiment_id])
     assert run.info.status == "FINISHED"
     assert run.data.params["seed"] == "0" and "final_test_top1" in run.data.metrics
+    assert run.data.params["train_part"] == "train" and run.data.params["calibration_images"] == "10000"
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["a.pt"]
     assert "final test top-1" in capsys.readouterr().out
 
@@ -74,3 +76,16 @@ def test_help_imports_neither_torch_nor_mlflow():
     assert done.returncode == 0, done.stderr
     assert "--replace-shipped" in done.stdout and "usage: python -m pipeline.train" in done.stdout
     assert done.stdout.strip().endswith("heavy: []")
+
+
+@pytest.mark.parametrize("split", ["test", "calibration", "train"])
+def test_a_twin_trains_on_the_train_part_only(split):
+    """12 images, 3 held out for calibration (every 4th: 0, 4, 8): the twin fits the other 9, whatever
+    data.split says, and the calibration part a search reads is exactly the 3 it never saw."""
+    x, y = torch.arange(12 * 4).reshape(12, 2, 2), torch.arange(12) % 10
+    data = DataConfig(name="fashion_mnist", split=split, calibration_images=3, limit=2)
+    x_part, y_part = training_part(x, y, data)
+    assert x_part[:, 0, 0].div(4).tolist() == [1, 2, 3, 5, 6, 7, 9, 10, 11]
+    assert y_part.tolist() == [1, 2, 3, 5, 6, 7, 9, 0, 1]
+    calibration = DataConfig(name="fashion_mnist", split="calibration", calibration_images=3)
+    assert split_indices(12, calibration, "x") == [0, 4, 8]
