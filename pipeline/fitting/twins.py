@@ -56,7 +56,7 @@ class TrainConfig:
     """``python -m pipeline.train``: one Fashion-MNIST twin trained again (conf/train.yaml)."""
 
     model: ModelConfig = MISSING  # a twin: alexnet_fmnist, vgg16_fmnist, resnet18_fmnist
-    data: DataConfig = MISSING  # data.root (null: Debian's copy); trains on its train part (data.calibration_images held out)
+    data: DataConfig = MISSING  # data.root (null: Debian's copy); trains on the train part (training_part)
     epochs: Optional[int] = None  # null: the model's (MODEL_DEFAULTS)
     lr: Optional[float] = None  # peak LR of the one-cycle schedule; null: the model's
     weight_decay: Optional[float] = None  # null: the model's
