@@ -26,8 +26,15 @@ def validate_as(cfg: DictConfig, schema: type) -> Any:
 def composition_error(exc: BaseException) -> str:
     """One line for Hydra's and OmegaConf's errors (a bad override or config value), with its cause."""
     cause = exc.__cause__
-    detail = f": {str(cause).strip()}" if cause is not None and str(cause) not in str(exc) else ""
-    return f"error: {str(exc).strip()}{detail}"
+    detail = f": {_first_line(cause)}" if cause is not None and str(cause) not in str(exc) else ""
+    return f"error: {_first_line(exc)}{detail}"
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message on one line, without OmegaConf's ``full_key: ...`` / ``object_type=...`` lines."""
+    noise = ("full_key:", "reference_type=", "object_type=")
+    lines = [line.strip() for line in str(exc).strip().split("Config search path:")[0].splitlines()]
+    return " ".join(line for line in lines if line and not line.startswith(noise))
 
 
 class OneLineErrors:

@@ -9,17 +9,33 @@ evaluation an ordinary tracked job run (``pipeline.job.runner.run``) under one p
 
 1. the baseline on calibration (nothing predicted);
 2. for every layer and every candidate setting (``search.candidates``: kinds, windows, patterns,
-   thresholds), that layer alone predicted: its net MAC saving and its top-1 drop;
-3. the per-layer table that maximizes the summed net saving with the summed drop within the budget
-   (each layer one candidate or off; a multiple-choice knapsack, solved exactly on drops counted in
-   images);
+   thresholds), that layer alone predicted: its net MAC saving, and image by image against the
+   baseline the images it gets wrong that the baseline gets right (its *flips*, b of contract
+   section 11);
+3. the per-layer table that maximizes the summed net saving with the summed flips within the budget
+   in images (each layer one candidate or off; a multiple-choice knapsack, solved exactly). Flips, not
+   the net drop b - c: a layer that loses 10 images and wins 9 back is not free, and flips add up across
+   layers far better than net drops do;
 4. the table checked on calibration as a whole and corrected: the knapsack's budget is scaled down
    while the check exceeds the real budget and up while it stays within it (``search.rounds``
    checks); the best table that met the budget is kept;
-5. that table refined greedily: single-layer upgrades (a candidate that saves more at its layer),
-   cheapest measured drop per added saving first, each checked as a whole on calibration and kept
-   when the table then saves more within the budget (``search.refine`` checks);
-6. that table and the baseline evaluated on the evaluation images.
+5. a revert pass (``search.revert`` checks, as Intel Neural Compressor's tuning falls back one op at a
+   time): the checked table closest to the budget among those that saved more but exceeded it, with its
+   layers turned off one at a time, most flips per saving first, each step checked as a whole, until it
+   meets the budget; kept when it then saves more than the best;
+6. that table refined greedily: single-layer upgrades (a candidate that saves more at its layer),
+   most added saving per flip first, each checked as a whole on calibration and kept when the table
+   then saves more within the budget (``search.refine`` checks);
+7. that table and the baseline evaluated on the evaluation images, with the paired statistics of the
+   drop.
+
+A table *meets the budget* when the one-sided upper bound of its calibration drop at
+``search.confidence`` (contract section 11: drop + z_q * SE, paired against the baseline) is at most
+``search.budget`` points; ``search.confidence=null`` compares the drop itself instead. Layers interact
+(on the VGG-16 twin 13 layers that each lose at most one image lose 48 together), so only whole tables
+are ever accepted: the per-layer numbers rank, the checks decide. Cost: one evaluation per layer and
+candidate, plus at most ``rounds + revert + refine`` checks (on 2 cores a check of the VGG-16 twin on
+10,000 images takes about a minute).
 
 The top-level ``recover`` applies to the checks and the final evaluation, and to the per-layer
 measurements when ``search.measure_recover`` is true (BatchNorm re-estimation is cheap there;
@@ -52,7 +68,16 @@ from pipeline.job.config import PipelineConfig
 from pipeline.job.config import register as register_job
 from pipeline.job.runner import HydraJob
 from pipeline.job.runner import run as run_job
-from pipeline.tracking.keys import SEARCH_EVALUATIONS, SEARCH_METRICS, SEARCH_SECONDS, SEARCH_TAG
+from pipeline.measurement.paired import PairedDrop, paired_drop, read_outcomes
+from pipeline.tracking.keys import (
+    PREDICTIONS_ARTIFACT,
+    SEARCH_CONFIDENCE_TAG,
+    SEARCH_EVALUATIONS,
+    SEARCH_METRICS,
+    SEARCH_PAIRED,
+    SEARCH_SECONDS,
+    SEARCH_TAG,
+)
 
 
 class SearchError(PipelineError):
@@ -69,10 +94,12 @@ class SearchConfig:
     """``search.*`` of ``python -m pipeline.search`` (conf/search.yaml)."""
 
     budget: float = 0.5  # top-1 points the operating point may lose on calibration
+    confidence: Optional[float] = 0.95  # the budget holds the drop's one-sided upper bound; null: the drop itself
     calibration: int = 10000  # calibration images, spread over the training split
     candidates: list[dict[str, Any]] = field(default_factory=list)  # per-layer settings to try
     measure_recover: bool = True  # the recovery also in the per-layer measurements
     rounds: int = 6  # checks of the combined table on calibration
+    revert: int = 8  # checks of the revert pass: layers of a table over the budget turned off one at a time
     refine: int = 12  # greedy single-layer upgrades of the checked table, each checked on calibration
     name: Optional[str] = None  # null: <model>-b<budget>, plus -<recover kind> when it recovers
     out: Optional[str] = None  # null: outputs/conf/operating_point/<name>.yaml (operating_point=<name>)
@@ -86,8 +113,15 @@ class SearchConfig:
         if not (CONF / "launcher" / f"{self.launcher}.yaml").is_file():
             known = ", ".join(sorted(path.stem for path in (CONF / "launcher").glob("*.yaml")))
             raise ValueError(f"search.launcher={self.launcher!r} is not in conf/launcher/: use one of {known}")
-        if self.refine < 0:
-            raise ValueError(f"search.refine must be >= 0 checks (0: no refinement), got {self.refine}")
+        if self.refine < 0 or self.revert < 0:
+            raise ValueError(
+                f"search.refine and search.revert must be >= 0 checks (0: none), got {self.refine}, {self.revert}"
+            )
+        if self.confidence is not None and not 0.0 < self.confidence < 1.0:  # NaN fails too
+            raise ValueError(
+                f"search.confidence must lie strictly between 0 and 1 (0.95: a 95 % one-sided bound), got "
+                f"{self.confidence}; search.confidence=null compares the drop itself with the budget"
+            )
         if self.calibration < 1 or self.rounds < 1:
             raise ValueError(
                 f"search.calibration and search.rounds must be >= 1, got {self.calibration}, {self.rounds}"
@@ -120,29 +154,73 @@ def register() -> None:
 
 @dataclass
 class Evaluation:
-    """What one tracked run measured."""
+    """What one tracked run measured, image by image."""
 
     run_id: str
     top1: float
     images: int
     net_mac_saving: float
     layer_net_saving: dict[str, float] = field(default_factory=dict)
+    right: tuple[bool, ...] = ()  # per evaluated image, in evaluation order: classified right (predictions.csv)
+    pairing: str = ""  # the evaluated images and labels (a digest): two runs pair only when theirs agree
+    _paired: dict[str, PairedDrop] = field(default_factory=dict, repr=False, compare=False)
 
-    @property
-    def correct(self) -> int:
-        return round(self.top1 * self.images)
+    def against(self, base: Evaluation) -> PairedDrop:
+        """This run's drop against ``base``, image by image (contract section 11)."""
+        if base.run_id not in self._paired:
+            if len(self.right) != self.images or len(base.right) != base.images:
+                raise SearchError(f"run {self.run_id} or its baseline {base.run_id} has no per-image outcomes")
+            if self.pairing != base.pairing:
+                raise SearchError(
+                    f"run {self.run_id} and its baseline {base.run_id} were not evaluated on the same images "
+                    "(their predictions.csv differ in images or labels): rerun the search with search.force=true"
+                )
+            self._paired[base.run_id] = paired_drop(base.right, self.right)
+        return self._paired[base.run_id]
 
     def saving_at(self, layer: str) -> float:
         """The net saving at ``layer`` (a run predicting that layer alone: its own saving)."""
         return self.layer_net_saving.get(layer, self.net_mac_saving)
 
 
+@dataclass(frozen=True)
+class Budget:
+    """``search.budget`` top-1 points, held by the drop's one-sided upper bound at ``confidence`` (None:
+    by the drop itself)."""
+
+    points: float
+    confidence: Optional[float] = 0.95
+
+    def bound(self, drop: PairedDrop) -> float:
+        """What must stay within the budget: drop + z_q * SE, or the drop (a fraction, not points)."""
+        return drop.drop if self.confidence is None else drop.upper(self.confidence)
+
+    def holds(self, drop: PairedDrop) -> bool:
+        return self.bound(drop) <= self.points / 100 + 1e-12
+
+    def images(self, images: int) -> int:
+        """The budget in images of ``images``: the knapsack's starting budget of flips."""
+        return math.floor(self.points / 100 * images + 1e-9)
+
+    def describe(self) -> str:
+        how = "the drop itself" if self.confidence is None else f"its {100 * self.confidence:g} % upper bound"
+        return f"{self.points:g} top-1 points ({how})"
+
+
+def paired_numbers(run: Evaluation, base: Evaluation, budget: Budget) -> dict[str, Any]:
+    """A result's numbers: its net saving, its run, and its paired drop with interval, bound and McNemar p."""
+    drop = run.against(base)
+    return {"net_mac_saving": run.net_mac_saving, "run_id": run.run_id, **drop.columns(),
+            "top1_drop_upper": drop.upper(budget.confidence or 0.95),
+            "images": run.images}  # fmt: skip
+
+
 @dataclass
 class SearchResult:
     name: str
     table: dict[str, dict[str, Any]]  # layer name -> setting ({"kind": "none"} when off)
-    calibration: dict[str, float]  # top1_drop, net_mac_saving
-    test: dict[str, float]
+    calibration: dict[str, Any]  # :func:`paired_numbers`: net_mac_saving, top1_drop and its paired statistics
+    test: dict[str, Any]
     parent_run: str
     path: Path
 
@@ -176,12 +254,13 @@ class Search:
         recover = config.recover.kind
         self.key = (f"search:{config.model.name}:b{self.search.budget:g}:n{self.search.calibration}:s{config.seed}"
                     f":r{recover}:c{candidates}:m{int(self.search.measure_recover)}"
-                    f":g{self.search.refine}")  # fmt: skip
+                    f":g{self.search.refine}:v{self.search.revert}:q{self.search.confidence}")  # fmt: skip
         self.name = self.search.name or f"{config.model.name}-b{self.search.budget:g}" + (
             f"-{recover}" if recover != "none" else ""
         )
         tags = {SEARCH_TAG: "true", "model": config.model.name, "operating_point": self.name,
-                "budget": f"{self.search.budget:g}", "calibration": str(self.search.calibration)}  # fmt: skip
+                "budget": f"{self.search.budget:g}", "calibration": str(self.search.calibration),
+                SEARCH_CONFIDENCE_TAG: str(self.search.confidence)}  # fmt: skip
         closed = self.tracker.close_stale()
         if closed:
             print(f"closed {len(closed)} run(s) left RUNNING by processes that are gone, as KILLED", flush=True)
@@ -194,7 +273,8 @@ class Search:
         limit = self.search.calibration if split == "calibration" else self.config.data.limit
         cfg = job_config(self.cfg, predictor, split, limit, recover, layer)
         if point:
-            cfg.operating_point = {"name": self.name, "model": self.config.model.name, "budget": self.search.budget}
+            cfg.operating_point = {"name": self.name, "model": self.config.model.name, "budget": self.search.budget,
+                                   "confidence": self.search.confidence}  # fmt: skip
         for _attempt in range(2):
             try:
                 result = run_job(cfg, HydraJob(sweep=self.key, number=self.evaluations))
@@ -270,12 +350,26 @@ class Search:
             time.sleep(poll_s)
         return status == "FINISHED"
 
-    @staticmethod
-    def read(run_id: str, metrics: dict[str, float]) -> Evaluation:
+    def read(self, run_id: str, metrics: dict[str, float]) -> Evaluation:
+        """A tracked run's numbers and, from its predictions.csv, its outcome image by image."""
         layers = {
             k.split("/")[1]: v for k, v in metrics.items() if k.startswith("layer/") and k.endswith("/net_mac_saving")
         }
-        return Evaluation(run_id, metrics["top1"], int(metrics["images"]), metrics["net_mac_saving"], layers)
+        images, top1 = int(metrics["images"]), metrics["top1"]
+        text = self.tracker.artifact_text(run_id, PREDICTIONS_ARTIFACT)
+        if not text:
+            raise SearchError(
+                f"run {run_id} has no {PREDICTIONS_ARTIFACT} (it was recorded before runs kept their per-image "
+                "outcomes), so its drop has no paired interval: rerun the search with search.force=true"
+            )
+        try:
+            outcomes = read_outcomes(text, images, top1)
+        except ValueError as exc:
+            raise SearchError(
+                f"the {PREDICTIONS_ARTIFACT} of run {run_id} does not match its run ({exc}): it was altered or "
+                "copied from another run; rerun the search with search.force=true"
+            ) from None
+        return Evaluation(run_id, top1, images, metrics["net_mac_saving"], layers, outcomes.right, outcomes.images)
 
 
 def _override_value(value: Any) -> str:
@@ -316,7 +410,8 @@ def knapsack(options: list[list[tuple[int, float, int]]], budget: int) -> list[i
 
 
 def solve(measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation, allowed: int) -> dict[str, dict]:
-    """The per-layer table of the best knapsack within ``allowed`` images of drop."""
+    """The per-layer table of the best knapsack within ``allowed`` images of summed flips (b of each
+    layer alone against ``base``)."""
     names = list(measured)
     options = []
     for name in names:
@@ -324,7 +419,7 @@ def solve(measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation, 
         for index, (_candidate, evaluation) in enumerate(measured[name]):
             saving = evaluation.saving_at(name)
             if saving > 0:
-                group.append((max(0, base.correct - evaluation.correct), saving, index))
+                group.append((evaluation.against(base).flips_worse, saving, index))
         options.append(group)
     chosen = knapsack(options, max(0, allowed))
     table = {}
@@ -363,7 +458,7 @@ class Choice:
 
 
 def search_within_budget(session: Search) -> SearchResult:
-    """Steps 1-6 of the module docstring: the choice on calibration, then the evaluation images."""
+    """Steps 1-7 of the module docstring: the choice on calibration, then the evaluation images."""
     config, search = session.config, session.config.search
     started = time.perf_counter()
     say = lambda text: print(f"[search {session.name}] {text}", flush=True)  # noqa: E731
@@ -379,10 +474,9 @@ def search_within_budget(session: Search) -> SearchResult:
     table, check = choice.table, choice.check
     test_base = session.evaluate({"kind": "none"}, split="test", recover=False)
     test = session.evaluate(operating_predictor(table), split="test", point=True)
+    budget = Budget(search.budget, search.confidence)
     result = SearchResult(
-        session.name, table,
-        {"top1_drop": base.top1 - check.top1, "net_mac_saving": check.net_mac_saving, "run_id": check.run_id},
-        {"top1_drop": test_base.top1 - test.top1, "net_mac_saving": test.net_mac_saving, "run_id": test.run_id},
+        session.name, table, paired_numbers(check, base, budget), paired_numbers(test, test_base, budget),
         session.parent, destination(config, session.name),
     )  # fmt: skip
     write(result, config)
@@ -394,32 +488,35 @@ def search_within_budget(session: Search) -> SearchResult:
 def choose(evaluate: Evaluate, evaluate_grid: Callable[[list[dict[str, Any]]], list[Evaluation]],
            base: Evaluation, layers: list[str], search: SearchConfig,
            say: Callable[[str], None]) -> Choice:  # fmt: skip
-    """Steps 2-5, the algorithm alone: ``evaluate`` measures a whole table on calibration,
+    """Steps 2-6, the algorithm alone: ``evaluate`` measures a whole table on calibration,
     ``evaluate_grid`` many per-layer tables at once; nothing here knows how or where they run."""
-    allowed = math.floor(search.budget / 100 * base.images + 1e-9)
-    say(f"baseline on calibration: top-1 {100 * base.top1:.2f} %; the budget is {allowed} images")
+    budget = Budget(search.budget, search.confidence)
+    allowed = budget.images(base.images)
+    say(f"baseline on calibration: top-1 {100 * base.top1:.2f} %; the budget is {budget.describe()}, "
+        f"{allowed} images")  # fmt: skip
     measured: dict[str, list[tuple[dict, Evaluation]]] = {name: [] for name in layers}
     grid = [(index, name, dict(candidate)) for index, name in enumerate(layers) for candidate in search.candidates]
     say(f"the per-layer grid: {len(grid)} jobs, one multirun through launcher={search.launcher}")
     evaluations = evaluate_grid([{"kind": "none", "layers": {name: entry}} for _, name, entry in grid])
     for done, ((index, name, entry), evaluation) in enumerate(zip(grid, evaluations, strict=True), 1):
         measured[name].append((entry, evaluation))
-        saving = evaluation.saving_at(name)
+        saving, drop = evaluation.saving_at(name), evaluation.against(base)
         say(f"[{done}/{len(grid)}] layer {index} ({name}) {candidate_label(entry)}: net saving {100 * saving:.2f} %, "
-            f"drop {base.correct - evaluation.correct} images")  # fmt: skip
+            f"{drop.flips_worse} flips worse, {drop.flips_better} better")  # fmt: skip
 
     best: tuple[dict, Evaluation] | None = None
+    over: list[tuple[dict, Evaluation]] = []  # checked tables over the budget
     low, high, scale = None, None, 1.0  # knapsack budget scales known to fit / to exceed
     for round_ in range(search.rounds):
         table = solve(measured, base, math.floor(allowed * scale))
         check = evaluate(operating_predictor(table))
-        drop = base.correct - check.correct
-        fits = drop <= allowed
-        verdict = "within" if fits else "over"
-        say(f"check {round_ + 1}/{search.rounds} (knapsack budget x{scale:.3g}): net saving "
-            f"{100 * check.net_mac_saving:.2f} %, drop {drop} images: {verdict} the budget")  # fmt: skip
+        fits = budget.holds(check.against(base))
+        say(f"check {round_ + 1}/{search.rounds} (knapsack budget x{scale:.3g}): {verdict(check, base, budget)}: "
+            f"{'within' if fits else 'over'} the budget")  # fmt: skip
         if fits and (best is None or check.net_mac_saving > best[1].net_mac_saving):
             best = (table, check)
+        if not fits:
+            over.append((table, check))
         low, high = (scale, high) if fits else (low, scale)
         if high is None:
             scale *= 2
@@ -427,44 +524,99 @@ def choose(evaluate: Evaluate, evaluate_grid: Callable[[list[dict[str, Any]]], l
             scale /= 2
         else:
             scale = (low + high) / 2
+    floor = best[1].net_mac_saving if best else 0.0
+    above = [entry for entry in over if entry[1].net_mac_saving > floor]
+    if above and search.revert:  # the one closest to the budget: the fewest reverts to meet it
+        start = min(above, key=lambda entry: budget.bound(entry[1].against(base)))
+        reverted = revert(evaluate, search.revert, measured, base, budget, start, floor, say)
+        if reverted is not None:
+            best = reverted
     if best is None:  # nothing fit: refine from predicting nothing
         say("no checked table met the budget: starting the refinement from predicting nothing")
         best = ({name: {"kind": "none"} for name in layers}, base)
-    table, check = refine(evaluate, search.refine, measured, base, allowed, best, say)
+    table, check = refine(evaluate, search.refine, measured, base, budget, best, say)
     return Choice(table, check, base)
+
+
+def verdict(check: Evaluation, base: Evaluation, budget: Budget) -> str:
+    """A check's numbers for the log: saving, drop, its bound and its flips."""
+    drop = check.against(base)
+    bound = "" if budget.confidence is None else f" (upper bound {100 * budget.bound(drop):.2f})"
+    return (f"net saving {100 * check.net_mac_saving:.2f} %, drop {100 * drop.drop:.2f} points{bound}, "
+            f"{drop.flips_worse} worse / {drop.flips_better} better")  # fmt: skip
 
 
 def layer_saving(measured: dict[str, list[tuple[dict, Evaluation]]], name: str, setting: dict[str, Any]) -> float:
     """The net saving ``setting`` measured at layer ``name`` alone (0 when off)."""
+    return alone(measured, name, setting)[0]
+
+
+def alone(measured: dict[str, list[tuple[dict, Evaluation]]], name: str,
+          setting: dict[str, Any]) -> tuple[float, Evaluation | None]:  # fmt: skip
+    """The net saving of ``setting`` at layer ``name`` alone and its evaluation (0 and None when off)."""
     for entry, evaluation in measured[name]:
         if entry == setting:
-            return evaluation.saving_at(name)
-    return 0.0
+            return evaluation.saving_at(name), evaluation
+    return 0.0, None
 
 
-def upgrades(measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation, allowed: int,
+def upgrades(measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation, budget: Budget,
              table: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:  # fmt: skip
     """Every (layer, candidate) that saves more at its layer than the table's setting there and alone
-    fits the budget, cheapest gain first: by added saving per image of measured drop (plus one)."""
+    meets the budget, most added saving per flip first: per image it loses alone (plus one)."""
     found = []
     for name, options in measured.items():
         current = layer_saving(measured, name, table[name])
         for entry, evaluation in options:
-            saving = evaluation.saving_at(name)
-            drop = base.correct - evaluation.correct
-            if saving > current and drop <= allowed:
-                found.append(((saving - current) / (1 + max(0, drop)), name, entry))
+            saving, drop = evaluation.saving_at(name), evaluation.against(base)
+            if saving > current and budget.holds(drop):
+                found.append(((saving - current) / (1 + drop.flips_worse), name, entry))
     found.sort(key=lambda item: -item[0])
     return [(name, entry) for _ratio, name, entry in found]
 
 
+def revert(evaluate: Evaluate, checks: int, measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation,
+           budget: Budget, start: tuple[dict, Evaluation], floor: float,
+           say: Callable[[str], None]) -> tuple[dict, Evaluation] | None:  # fmt: skip
+    """Step 5: the layers of a table over the budget turned off one at a time, the one with the most flips
+    per saving (measured alone) first, each step checked as a whole; the first table that meets the
+    budget, or None when none does within ``checks`` checks (``search.revert``) or before it saves no
+    more than ``floor`` (the best table so far)."""
+    table, check = start
+    for tries in range(1, checks + 1):
+        costs = {name: revert_cost(measured, base, name, entry) for name, entry in table.items()
+                 if entry["kind"] != "none"}  # fmt: skip
+        if not costs:
+            return None
+        worst = max(costs, key=costs.__getitem__)  # ties: the first in layer order
+        table = {**table, worst: {"kind": "none"}}
+        check = evaluate(operating_predictor(table))
+        fits = budget.holds(check.against(base))
+        say(f"revert {tries}/{checks}: {worst} off: {verdict(check, base, budget)}: "
+            f"{'within' if fits else 'over'} the budget")  # fmt: skip
+        if check.net_mac_saving <= floor:
+            return None
+        if fits:
+            return table, check
+    return None
+
+
+def revert_cost(measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation, name: str,
+                setting: dict[str, Any]) -> float:  # fmt: skip
+    """Flips (plus one) per net saving of ``setting`` at layer ``name`` alone: the revert pass turns the
+    highest off first."""
+    saving, evaluation = alone(measured, name, setting)
+    flips = evaluation.against(base).flips_worse if evaluation is not None else 0
+    return (1 + flips) / saving if saving > 0 else math.inf
+
+
 def refine(evaluate: Evaluate, checks: int, measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation,
-           allowed: int, best: tuple[dict, Evaluation], say) -> tuple[dict, Evaluation]:  # fmt: skip
-    """Step 5: greedy upgrades of the best checked table, one layer at a time, each checked as a whole on
+           budget: Budget, best: tuple[dict, Evaluation], say) -> tuple[dict, Evaluation]:  # fmt: skip
+    """Step 6: greedy upgrades of the best checked table, one layer at a time, each checked as a whole on
     calibration and kept when it saves more within the budget (``checks``: ``search.refine``, at most)."""
     table, check = best
     tries = 0
-    for name, entry in upgrades(measured, base, allowed, table):
+    for name, entry in upgrades(measured, base, budget, table):
         if tries >= checks:
             break
         if layer_saving(measured, name, entry) <= layer_saving(measured, name, table[name]):
@@ -472,11 +624,9 @@ def refine(evaluate: Evaluate, checks: int, measured: dict[str, list[tuple[dict,
         trial = {**table, name: dict(entry)}
         evaluation = evaluate(operating_predictor(trial))
         tries += 1
-        drop = base.correct - evaluation.correct
-        kept = drop <= allowed and evaluation.net_mac_saving > check.net_mac_saving
-        verdict = "kept" if kept else "dropped"
-        say(f"refine {tries}/{checks}: {name} {candidate_label(entry)}: net saving "
-            f"{100 * evaluation.net_mac_saving:.2f} %, drop {drop} images: {verdict}")  # fmt: skip
+        kept = budget.holds(evaluation.against(base)) and evaluation.net_mac_saving > check.net_mac_saving
+        say(f"refine {tries}/{checks}: {name} {candidate_label(entry)}: {verdict(evaluation, base, budget)}: "
+            f"{'kept' if kept else 'dropped'}")  # fmt: skip
         if kept:
             table, check = trial, evaluation
     return table, check
@@ -507,15 +657,22 @@ def preset(result: SearchResult, config: SearchAppConfig) -> str:
     header = [
         "@package _global_",
         f"Operating point {result.name}: found by `{search_command(config)}`",
-        f"on {search.calibration} calibration images of the training split.",
-        f"Calibration: top-1 drop {100 * result.calibration['top1_drop']:.2f} points, net MAC saving "
-        f"{100 * result.calibration['net_mac_saving']:.1f} %. Evaluation images: top-1 drop "
-        f"{100 * result.test['top1_drop']:.2f} points, net MAC saving {100 * result.test['net_mac_saving']:.1f} %.",
+        f"on {search.calibration} calibration images of the training split (the part the model never trained on).",
+        f"Budget: {Budget(search.budget, search.confidence).describe()} on calibration.",
+        f"Calibration: {numbers_text(result.calibration)}.",
+        f"Evaluation images: {numbers_text(result.test)}.",
+        "Drops in top-1 points with their paired 95 % intervals; b worse / c better: images the baseline gets",
+        "right and this table wrong, and the other way (docs/measurements.md, Uncertainty of drops).",
         f"  python -m pipeline model={config.model.name} operating_point={result.name}",
     ]
     body: dict[str, Any] = {
         "defaults": [{"override /predictor": "none"}, {"override /recover": config.recover.kind}],
-        "operating_point": {"name": result.name, "model": config.model.name, "budget": search.budget},
+        "operating_point": {
+            "name": result.name,
+            "model": config.model.name,
+            "budget": search.budget,
+            "confidence": search.confidence,
+        },
         "predictor": {"layers": operating_predictor(result.table)["layers"]},
     }
     recover = {k: v for k, v in vars(config.recover).items() if k != "kind"}
@@ -523,6 +680,16 @@ def preset(result: SearchResult, config: SearchAppConfig) -> str:
         body["recover"] = recover
     comments = "".join(f"# {' '.join(line.splitlines())}\n" for line in header)  # one line each, whatever a name has
     return comments + OmegaConf.to_yaml(OmegaConf.create(body))  # quoted where a value needs it
+
+
+def numbers_text(numbers: dict[str, Any]) -> str:
+    """A result's numbers in words: net saving, drop with its interval and bound, flips."""
+    return (
+        f"net MAC saving {100 * numbers['net_mac_saving']:.1f} %, top-1 drop {100 * numbers['top1_drop']:.2f} "
+        f"points (95 % interval {100 * numbers['top1_drop_low']:.2f} to {100 * numbers['top1_drop_high']:.2f}, "
+        f"one-sided upper bound {100 * numbers['top1_drop_upper']:.2f}; {numbers['flips_worse']:.0f} worse / "
+        f"{numbers['flips_better']:.0f} better of {numbers['images']:.0f} images)"
+    )
 
 
 def search_command(config: SearchAppConfig) -> str:
@@ -546,7 +713,7 @@ def write(result: SearchResult, config: SearchAppConfig) -> None:
 def log(session: Search, result: SearchResult, seconds: float) -> None:
     """The result as the parent run's metrics and artifact; the parent ends FINISHED."""
     numbers = {"calibration": result.calibration, "test": result.test}
-    metrics = {key: numbers[key.split("/")[0]][key.split("/")[1]] for key in SEARCH_METRICS}
+    metrics = {key: numbers[key.split("/")[0]][key.split("/")[1]] for key in (*SEARCH_METRICS, *SEARCH_PAIRED)}
     metrics |= {SEARCH_EVALUATIONS: session.evaluations, SEARCH_SECONDS: seconds}
     session.tracker.finish(session.parent, metrics, [result.path])
 
@@ -556,10 +723,8 @@ def summary(result: SearchResult, seconds: float) -> str:
     rows = "; ".join(f"{name}: {candidate_label(entry)}" for name, entry in on.items()) or "every layer off"
     return (
         f"operating point {result.name}: {rows}\n"
-        f"  calibration: net MAC saving {100 * result.calibration['net_mac_saving']:.1f} %, top-1 drop "
-        f"{100 * result.calibration['top1_drop']:.2f} points\n"
-        f"  evaluation images: net MAC saving {100 * result.test['net_mac_saving']:.1f} %, top-1 drop "
-        f"{100 * result.test['top1_drop']:.2f} points\n"
+        f"  calibration: {numbers_text(result.calibration)}\n"
+        f"  evaluation images: {numbers_text(result.test)}\n"
         f"  written to {result.path} ({seconds / 60:.1f} min)"
     )
 

@@ -34,6 +34,7 @@ class OperatingPointInfo:
     name: str = MISSING
     model: str = MISSING  # the model its per-layer table belongs to
     budget: float = MISSING  # top-1 points on calibration
+    confidence: Optional[float] = None  # the budget held the drop's one-sided upper bound at it; null: its point
 
 
 @dataclass

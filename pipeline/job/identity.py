@@ -30,7 +30,7 @@ VOLATILE_KEYS = ("force", "progress", "tracking", "device", "objective")
 VOLATILE_DATA_KEYS = ("batch_size", "num_workers", "cache", "download")
 # keys added after identities were first recorded: left out of the identity at their default, so the
 # runs recorded before a key existed keep their identity (a rerun reuses them)
-LATER_DEFAULTS = {("model", "leaf_modules"): []}
+LATER_DEFAULTS = {("model", "leaf_modules"): [], ("operating_point", "confidence"): None}
 
 _DIGESTS: dict[tuple[str, int, int, int, int], str] = {}  # (path, inode, size, mtime, ctime) -> sha256
 
@@ -43,8 +43,9 @@ def config_hash(cfg: DictConfig, files: Sequence[Path]) -> str:
     for key in VOLATILE_DATA_KEYS:
         plain.get("data", {}).pop(key, None)
     for (group, key), default in LATER_DEFAULTS.items():
-        if plain.get(group, {}).get(key, default) == default:
-            plain.get(group, {}).pop(key, None)
+        node = plain.get(group) or {}  # operating_point is null outside an operating point
+        if node.get(key, default) == default:
+            node.pop(key, None)
     plain["identity"] = identity_extras(files)
     text = json.dumps(plain, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]

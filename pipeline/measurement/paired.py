@@ -93,3 +93,43 @@ def paired_drop(baseline_right: Sequence[bool], run_right: Sequence[bool]) -> Pa
     b = sum(1 for base, run in zip(baseline_right, run_right, strict=True) if base and not run)
     c = sum(1 for base, run in zip(baseline_right, run_right, strict=True) if run and not base)
     return PairedDrop(b, c, len(run_right))
+
+
+PREDICTIONS_HEADER = ("image", "label", "pred", "top5")  # predictions.csv's columns (contract section 11)
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """A run's per-image outcomes, read from its ``predictions.csv``."""
+
+    right: tuple[bool, ...]  # pred == label, in evaluation order
+    images: str  # a digest of the evaluated images and their labels: two runs pair only when theirs agree
+
+    @property
+    def top1(self) -> float:
+        return sum(self.right) / len(self.right) if self.right else 0.0
+
+
+def read_outcomes(text: str, images: int, top1: float) -> Outcomes:
+    """The outcomes in a ``predictions.csv`` text; a ValueError unless it has one row per evaluated image
+    (``images``) and its top-1 is the run's ``top1``."""
+    import csv
+    import hashlib
+    import io
+
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or tuple(rows[0]) != PREDICTIONS_HEADER:
+        found = ",".join(rows[0]) if rows else "nothing"
+        raise ValueError(f"its columns are {found}, not {','.join(PREDICTIONS_HEADER)}")
+    try:
+        body = [(int(image), int(label), int(pred)) for image, label, pred, _top5 in rows[1:]]
+    except ValueError:
+        raise ValueError("a row is not four integers") from None
+    right = tuple(pred == label for _image, label, pred in body)
+    outcomes = Outcomes(right, hashlib.sha256(repr([(i, y) for i, y, _p in body]).encode()).hexdigest()[:16])
+    if len(body) != images or abs(outcomes.top1 - top1) > 0.5 / max(images, 1):
+        raise ValueError(
+            f"it has {len(body)} rows with top-1 {outcomes.top1:.4f}; the run has {images} images and top-1 "
+            f"{top1:.4f}"
+        )
+    return outcomes

@@ -40,7 +40,14 @@ OPERATING_POINT_PARAM = "operating_point"  # the preset's name, when the run is 
 # a search's parent run (pipeline.search): tags and metrics
 SEARCH_TAG = "search"  # "true"
 SEARCH_TAGS = ("model", "operating_point", "budget", "calibration")  # what was searched for
+SEARCH_CONFIDENCE_TAG = "confidence"  # the budget's one-sided confidence, "None": the point estimate
 SEARCH_METRICS = ("calibration/top1_drop", "calibration/net_mac_saving", "test/top1_drop", "test/net_mac_saving")
+# ... and the paired statistics of both drops (contract section 11; absent from searches recorded before them)
+SEARCH_PAIRED = tuple(
+    f"{split}/{key}"
+    for split in ("calibration", "test")
+    for key in ("flips_worse", "flips_better", "top1_drop_low", "top1_drop_high", "top1_drop_upper", "mcnemar_p")
+)
 SEARCH_EVALUATIONS = "evaluations"  # tracked evaluations the search ran or reused
 SEARCH_SECONDS = "search_seconds"
 

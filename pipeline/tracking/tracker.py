@@ -83,6 +83,14 @@ class Tracker:
         return dict(self.client.get_run(run_id).data.metrics)
 
     @_store_operation
+    def artifact_text(self, run_id: str, name: str) -> str | None:
+        """The text of a run's artifact ``name`` (at its root), or None when the run has none."""
+        if name not in {item.path for item in self.client.list_artifacts(run_id)}:
+            return None
+        with tempfile.TemporaryDirectory() as folder:
+            return Path(self.client.download_artifacts(run_id, name, folder)).read_text()
+
+    @_store_operation
     def status(self, run_id: str) -> str:
         """A run's status: RUNNING, FINISHED, FAILED, KILLED."""
         return self.client.get_run(run_id).info.status

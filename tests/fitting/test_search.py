@@ -35,45 +35,82 @@ def test_knapsack_by_hand():
     assert knapsack(options, 0) == [-1, -1, 0]
 
 
-def test_solve_turns_drops_into_images_and_skips_what_saves_nothing():
-    base = Evaluation("base", 0.9, 1000, 0.0)  # 900 correct
+N, RIGHT = 1000, 900  # the hand-worked baseline: images 0-899 right, 900-999 wrong
+
+
+def ev(run_id: str, worse: int, better: int, saving: float, layers: dict | None = None) -> Evaluation:
+    """An evaluation of the N images that gets ``worse`` of the baseline's right images wrong (the first
+    ones) and ``better`` of its wrong ones right."""
+    right = tuple(worse <= i < RIGHT or RIGHT <= i < RIGHT + better for i in range(N))
+    return Evaluation(run_id, sum(right) / N, N, saving, layers or {}, right, "same images")
+
+
+BASE = ev("base", 0, 0, 0.0)
+
+
+def test_budget_holds_the_upper_bound_of_the_drop_by_hand():
+    from pipeline.fitting.operating_points import Budget
+
+    four = ev("r", 4, 0, 0.1).against(BASE)  # b = 4, c = 0 of 1000: drop 0.4 points
+    # SE = sqrt((4/1000 - 0.004^2) / 1000) = 0.0019960; upper bound at 0.95: 0.004 + 1.6449 * 0.0019960
+    assert Budget(0.5).bound(four) == pytest.approx(0.0072832, abs=1e-6)
+    assert not Budget(0.7).holds(four) and Budget(0.75).holds(four)
+    assert Budget(0.4, None).holds(four) and not Budget(0.39, None).holds(four)  # null: the drop itself
+    # flips that cancel: b = 10, c = 10 is no net drop but has an interval: SE = sqrt(0.02 / 1000)
+    even = ev("r", 10, 10, 0.1).against(BASE)
+    assert even.drop == 0 and Budget(0.5).bound(even) == pytest.approx(1.6449 * (0.02 / 1000) ** 0.5, abs=1e-6)
+    assert Budget(0.5).images(1000) == 5 and Budget(0.5).images(301) == 1
+
+
+def test_an_evaluation_pairs_only_with_a_baseline_on_the_same_images():
+    from pipeline.fitting.operating_points import SearchError
+
+    other = Evaluation("x", 0.9, N, 0.1, {}, BASE.right, "other images")
+    with pytest.raises(SearchError, match="not evaluated on the same images.*search.force=true"):
+        other.against(BASE)
+
+
+def test_solve_costs_a_layer_its_flips_not_its_net_drop_and_skips_what_saves_nothing():
     measured = {
-        "a": [({"kind": "tile", "window": 2}, Evaluation("a2", 0.899, 1000, 0.1, {"a": 0.05})),  # 1 image, 5 %
-              ({"kind": "tile", "window": 3}, Evaluation("a3", 0.895, 1000, 0.1, {"a": 0.08}))],  # 5 images, 8 %
-        "b": [({"kind": "learned"}, Evaluation("b", 0.901, 1000, -0.01, {"b": -0.01}))],  # costs more than it saves
+        "a": [({"kind": "tile", "window": 2}, ev("a2", 1, 0, 0.1, {"a": 0.05})),  # 1 flip, 5 %
+              ({"kind": "tile", "window": 3}, ev("a3", 6, 5, 0.1, {"a": 0.08}))],  # net 1 image, but 6 flips
+        "b": [({"kind": "learned"}, ev("b", 0, 1, -0.01, {"b": -0.01}))],  # costs more than it saves
     }  # fmt: skip
-    assert solve(measured, base, 4) == {"a": {"kind": "tile", "window": 2}, "b": {"kind": "none"}}
-    assert solve(measured, base, 5)["a"] == {"kind": "tile", "window": 3}
+    assert solve(measured, BASE, 4) == {"a": {"kind": "tile", "window": 2}, "b": {"kind": "none"}}
+    assert solve(measured, BASE, 6)["a"] == {"kind": "tile", "window": 3}
 
 
 MEASURED = {  # baseline 900 of 1000 correct; each layer alone: (setting, its evaluation)
-    "a": [({"kind": "tile", "window": 2}, Evaluation("a2", 0.899, 1000, 0.05, {"a": 0.05})),  # 1 image, 5 %
-          ({"kind": "tile", "window": 3}, Evaluation("a3", 0.880, 1000, 0.09, {"a": 0.09}))],  # 20 images: over
-    "b": [({"kind": "tile", "window": 2}, Evaluation("b2", 0.900, 1000, 0.01, {"b": 0.01})),  # free, 1 %
-          ({"kind": "learned"}, Evaluation("bl", 0.897, 1000, 0.04, {"b": 0.04}))],  # 3 images, 4 %
+    "a": [({"kind": "tile", "window": 2}, ev("a2", 1, 0, 0.05, {"a": 0.05})),  # 1 flip, 5 %
+          ({"kind": "tile", "window": 3}, ev("a3", 20, 0, 0.09, {"a": 0.09}))],  # 20 flips: over
+    "b": [({"kind": "tile", "window": 2}, ev("b2", 0, 0, 0.01, {"b": 0.01})),  # free, 1 %
+          ({"kind": "learned"}, ev("bl", 3, 0, 0.04, {"b": 0.04}))],  # 3 flips, 4 %
 }  # fmt: skip
-BASE = Evaluation("base", 0.9, 1000, 0.0)
+POINT = None  # search.confidence=null: the budget compares the drop itself
 
 
-def test_upgrades_are_ordered_by_saving_per_image_and_fit_the_budget_alone():
+def test_upgrades_are_ordered_by_saving_per_flip_and_meet_the_budget_alone():
+    from pipeline.fitting.operating_points import Budget
+
     off = {"a": {"kind": "none"}, "b": {"kind": "none"}}
-    # b2: .01/1 = .010; a2: .05/2 = .025; bl: .04/4 = .010 (ties keep measurement order); a3 is over 5 images
-    assert upgrades(MEASURED, BASE, 5, off) == [
+    # b2: .01/1 = .010; a2: .05/2 = .025; bl: .04/4 = .010 (ties keep measurement order); a3 is over 0.5 points
+    assert upgrades(MEASURED, BASE, Budget(0.5, POINT), off) == [
         ("a", {"kind": "tile", "window": 2}),
         ("b", {"kind": "tile", "window": 2}),
         ("b", {"kind": "learned"}),
     ]
     # from b2, only the learned predictor saves more at b: (.04 - .01) / 4
-    assert upgrades(MEASURED, BASE, 5, {"a": {"kind": "tile", "window": 2}, "b": {"kind": "tile", "window": 2}}) == [
-        ("b", {"kind": "learned"})]  # fmt: skip
+    two = {"a": {"kind": "tile", "window": 2}, "b": {"kind": "tile", "window": 2}}
+    assert upgrades(MEASURED, BASE, Budget(0.5, POINT), two) == [("b", {"kind": "learned"})]
+    # at 95 % confidence bl alone (b = 3: bound 0.3 + 1.645 * 0.173 = 0.585 points) no longer meets 0.5
+    assert upgrades(MEASURED, BASE, Budget(0.5), two) == []
 
 
 class Checks:
     """The search's evaluation of whole tables, as a lookup: what each table saves and keeps correct."""
 
-    def __init__(self, results: dict[tuple[str, str], Evaluation], refine: int) -> None:
+    def __init__(self, results: dict[tuple[str, str], Evaluation]) -> None:
         self.results, self.tried = results, []
-        self.search = type("SearchConfig", (), {"refine": refine})()
 
     def evaluate(self, predictor: dict) -> Evaluation:
         layers = predictor["layers"]
@@ -87,30 +124,54 @@ def candidate_key(setting: dict) -> str:
 
 
 def test_refine_keeps_an_upgrade_only_when_the_whole_table_saves_more_within_the_budget():
+    from pipeline.fitting.operating_points import Budget
+
     results = {
-        ("tile2", "none"): Evaluation("c1", 0.898, 1000, 0.05),  # 2 images: kept
-        ("tile2", "tile2"): Evaluation("c2", 0.894, 1000, 0.06),  # 6 images together: over, dropped
-        ("tile2", "learned"): Evaluation("c3", 0.896, 1000, 0.09),  # 4 images: kept
+        ("tile2", "none"): ev("c1", 2, 0, 0.05),  # 2 images: kept
+        ("tile2", "tile2"): ev("c2", 6, 0, 0.06),  # 6 images together: over, dropped
+        ("tile2", "learned"): ev("c3", 5, 1, 0.09),  # 4 images net: kept
     }
     start = ({"a": {"kind": "none"}, "b": {"kind": "none"}}, BASE)
-    checks = Checks(results, refine=5)
-    table, check = refine(checks.evaluate, checks.search.refine, MEASURED, BASE, 5, start, lambda text: None)
+    budget = Budget(0.5, POINT)
+    checks = Checks(results)
+    table, check = refine(checks.evaluate, 5, MEASURED, BASE, budget, start, lambda text: None)
     assert checks.tried == [("tile2", "none"), ("tile2", "tile2"), ("tile2", "learned")]
     assert table == {"a": {"kind": "tile", "window": 2}, "b": {"kind": "learned"}} and check.run_id == "c3"
     # search.refine bounds the checks; 0 leaves the table as it was
-    one = Checks(results, refine=1)
-    assert refine(one.evaluate, 1, MEASURED, BASE, 5, start, lambda text: None)[1].run_id == "c1"
-    assert refine(Checks(results, refine=0).evaluate, 0, MEASURED, BASE, 5, start, lambda text: None) == start
+    assert refine(Checks(results).evaluate, 1, MEASURED, BASE, budget, start, lambda text: None)[1].run_id == "c1"
+    assert refine(Checks(results).evaluate, 0, MEASURED, BASE, budget, start, lambda text: None) == start
+    # at 95 % confidence c3 (b = 5, c = 1: bound 0.4 + 1.645 * 0.244 = 0.80 points) is over 0.5: dropped
+    confident = Checks(results)
+    assert refine(confident.evaluate, 5, MEASURED, BASE, Budget(0.5), start, lambda text: None)[1].run_id == "c1"
+
+
+def test_the_revert_pass_turns_off_the_most_flips_per_saving_first_until_the_whole_table_fits():
+    from pipeline.fitting.operating_points import Budget, revert
+
+    tile2, learned = {"kind": "tile", "window": 2}, {"kind": "learned"}
+    # alone: a2 costs (1 + 1) / .05 = 40 per unit saving, bl (1 + 3) / .04 = 100: bl goes first
+    over = ({"a": tile2, "b": learned}, ev("both", 9, 0, 0.09))  # together 9 flips: over 0.5 points
+    checks = Checks({("tile2", "none"): ev("a only", 2, 0, 0.05), ("none", "none"): BASE})
+    found = revert(checks.evaluate, 4, MEASURED, BASE, Budget(0.5, POINT), over, 0.0, lambda text: None)
+    assert checks.tried == [("tile2", "none")] and found == ({"a": tile2, "b": {"kind": "none"}}, checks.results[
+        ("tile2", "none")])  # fmt: skip
+    # a table that saves no more than the best one already found is not worth reverting to
+    none = Checks({("tile2", "none"): ev("a only", 2, 0, 0.05)})
+    assert revert(none.evaluate, 4, MEASURED, BASE, Budget(0.5, POINT), over, 0.05, lambda text: None) is None
+    # search.revert=0: no check
+    assert revert(none.evaluate, 0, MEASURED, BASE, Budget(0.5, POINT), over, 0.0, lambda text: None) is None
 
 
 def test_the_choice_is_an_algorithm_over_evaluate_callables():
-    """Steps 2-5 with the evaluations looked up by hand (no job, no store): the grid measures each layer
-    alone, the knapsack within 5 images takes a2 (1 image, 5 %) and b3 (3 images, 4 %), the check of that
-    table fits, and no upgrade fits alone (a3 costs 20 images)."""
+    """Steps 2-6 with the evaluations looked up by hand (no job, no store): the grid measures each layer
+    alone, the knapsack within 5 flips takes a2 (1 flip, 5 %) and b3 (3 flips, 4 %), the check of that
+    table is over the budget at 95 % confidence (b = 4: bound 0.73 points), so the revert pass turns b off
+    (most flips per saving) and the check of a2 alone (b = 1: bound 0.26) meets it; no upgrade meets the
+    budget alone but b2, which saves more at b than off and whose check then fits."""
     from pipeline.fitting.operating_points import SearchConfig, choose
 
     tile2, tile3 = {"kind": "tile", "window": 2}, {"kind": "tile", "window": 3}
-    alone = {("a", 2): (0.899, 0.05), ("a", 3): (0.880, 0.09), ("b", 2): (0.900, 0.01), ("b", 3): (0.897, 0.04)}
+    alone = {("a", 2): (1, 0.05), ("a", 3): (20, 0.09), ("b", 2): (0, 0.01), ("b", 3): (3, 0.04)}
     grids, checks = [], []
 
     def evaluate_grid(tables):
@@ -118,19 +179,29 @@ def test_the_choice_is_an_algorithm_over_evaluate_callables():
         found = []
         for table in tables:
             ((name, entry),) = table["layers"].items()
-            top1, saving = alone[name, entry["window"]]
-            found.append(Evaluation(f"{name}{entry['window']}", top1, 1000, saving, {name: saving}))
+            flips, saving = alone[name, entry["window"]]
+            found.append(ev(f"{name}{entry['window']}", flips, 0, saving, {name: saving}))
         return found
 
-    def evaluate(predictor):
-        checks.append(predictor["layers"])
-        return Evaluation("check", 0.896, 1000, 0.09)
+    results = {("a2", "b3"): ev("both", 4, 0, 0.09), ("a2", "off"): ev("a2 only", 1, 0, 0.05),
+               ("a2", "b2"): ev("a2 b2", 1, 0, 0.06)}  # fmt: skip
 
-    search = SearchConfig(budget=0.5, candidates=[tile2, tile3], rounds=1, refine=3)
+    def evaluate(predictor):
+        layers = predictor["layers"]
+        checks.append(layers)
+        key = tuple(f"{name}{layers[name]['window']}" if name in layers else "off" for name in ("a", "b"))
+        return results[key]
+
+    search = SearchConfig(budget=0.5, candidates=[tile2, tile3], rounds=1, refine=3, revert=2)
     choice = choose(evaluate, evaluate_grid, BASE, ["a", "b"], search, lambda text: None)
     assert len(grids) == 1 and len(grids[0]) == 4  # one grid: 2 layers x 2 candidates
-    assert choice.table == {"a": tile2, "b": tile3} and choice.check.run_id == "check"
-    assert checks == [{"a": tile2, "b": tile3}]  # one check, no refinement that fits
+    assert checks == [{"a": tile2, "b": tile3}, {"a": tile2}, {"a": tile2, "b": tile2}]
+    assert choice.table == {"a": tile2, "b": tile2} and choice.check.run_id == "a2 b2"
+    # search.confidence=null: the knapsack's table (a drop of 0.4 points) meets 0.5 as it is
+    checks.clear()
+    point = SearchConfig(budget=0.5, candidates=[tile2, tile3], rounds=1, refine=0, revert=2, confidence=None)
+    assert choose(evaluate, evaluate_grid, BASE, ["a", "b"], point, lambda text: None).check.run_id == "both"
+    assert checks == [{"a": tile2, "b": tile3}]
 
 
 SMALL_SEARCH = (
@@ -227,11 +298,16 @@ def test_a_preset_keeps_any_name_and_path_it_is_given(tmp_path):
 
     name = 'odd: "name" #1'
     table = {"features.0": {"kind": "tile", "pattern": "cross", "window": 3}, "features.3": {"kind": "none"}}
-    numbers = {"top1_drop": 0.004, "net_mac_saving": 0.3}
+    numbers = {"top1_drop": 0.004, "net_mac_saving": 0.3, "top1_drop_low": 0.001, "top1_drop_high": 0.007,
+               "top1_drop_upper": 0.0065, "flips_worse": 30, "flips_better": 10, "mcnemar_p": 0.001,
+               "images": 5000}  # fmt: skip
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         config = validate_search(compose("search", overrides=["recover=finetune"]))
     text = preset(SearchResult(name, table, numbers, numbers, "run", tmp_path / "p.yaml"), config)
     assert text.startswith("# @package _global_\n# Operating point odd: ")
+    assert ("# Calibration: net MAC saving 30.0 %, top-1 drop 0.40 points (95 % interval 0.10 to 0.70, one-sided "
+            "upper bound 0.65; 30 worse / 10 better of 5000 images).") in text  # fmt: skip
+    assert "# Budget: 0.5 top-1 points (its 95 % upper bound) on calibration." in text
     conf = tmp_path / "conf"
     shutil.copytree(CONF, conf)
     (conf / "operating_point" / "odd.yaml").write_text(text)
@@ -246,7 +322,12 @@ def test_a_preset_keeps_any_name_and_path_it_is_given(tmp_path):
     [
         ("pipeline.search", "search.budget=-1", "search.budget must be >= 0"),
         ("pipeline.search", "search.candidates=[]", "search.candidates is empty"),
-        ("pipeline.search", "search.refine=-1", "search.refine must be >= 0"),
+        ("pipeline.search", "search.refine=-1", "search.refine and search.revert must be >= 0"),
+        ("pipeline.search", "search.revert=-2", "search.refine and search.revert must be >= 0"),
+        ("pipeline.search", "search.confidence=1.5", "search.confidence must lie strictly between 0 and 1"),
+        ("pipeline.search", "search.confidence=0", "search.confidence must lie strictly between 0 and 1"),
+        ("pipeline.search", "search.confidence=nan", "search.confidence must lie strictly between 0 and 1"),
+        ("pipeline.search", "search.confidence=high", "search.confidence"),
         ("pipeline.search", "search.launcher=nope", "search.launcher='nope' is not in conf/launcher/: use one of"),
         ("pipeline.train_predictor", "window=1", "window must be >= 2"),
         ("pipeline.train_predictor", "pattern=spiral", "pattern must be one of"),

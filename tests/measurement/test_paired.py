@@ -63,3 +63,22 @@ def test_the_interval_covers_as_a_bootstrap_of_the_images_does() -> None:
     drops = (base_right[pick] & ~run_right[pick]).mean(1) - (run_right[pick] & ~base_right[pick]).mean(1)
     spread = drops.std(ddof=1)
     assert spread == pytest.approx(d.se, rel=0.06)
+
+
+def test_outcomes_are_read_from_a_predictions_csv_and_checked_against_their_run():
+    from pipeline.measurement.paired import read_outcomes
+
+    text = "image,label,pred,top5\n7,1,1,1\n3,2,0,1\n9,0,0,1\n"
+    outcomes = read_outcomes(text, 3, 2 / 3)
+    assert outcomes.right == (True, False, True) and outcomes.top1 == pytest.approx(2 / 3)
+    # the same images and labels pair whatever was predicted; other images or labels do not
+    assert read_outcomes("image,label,pred,top5\n7,1,0,0\n3,2,2,1\n9,0,0,1\n", 3, 2 / 3).images == outcomes.images
+    assert read_outcomes("image,label,pred,top5\n7,1,1,1\n3,2,2,1\n8,0,0,1\n", 3, 1.0).images != outcomes.images
+    with pytest.raises(ValueError, match="it has 3 rows with top-1 0.6667; the run has 4 images"):
+        read_outcomes(text, 4, 2 / 3)
+    with pytest.raises(ValueError, match="the run has 3 images and top-1 1.0000"):
+        read_outcomes(text, 3, 1.0)
+    with pytest.raises(ValueError, match="its columns are image,label,pred, not image,label,pred,top5"):
+        read_outcomes("image,label,pred\n7,1,1\n", 1, 1.0)
+    with pytest.raises(ValueError, match="a row is not four integers"):
+        read_outcomes("image,label,pred,top5\n7,1,x,1\n", 1, 1.0)
