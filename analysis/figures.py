@@ -281,7 +281,8 @@ def fig_tradeoff(runs: pd.DataFrame) -> Figure:
 def fig_operating_points(points: pd.DataFrame) -> Figure:
     """Per model, on the evaluation images: the operating points that searches at several budgets
     found (a line, labelled by budget), the uniform settings (the paper's rule per window, the learned
-    predictor per threshold; the tile rules' thresholds), and the oracle's saving as the limit."""
+    predictor per threshold; the tile rules' thresholds), and the oracle's saving as the limit. Each drop
+    with its paired 95 % interval where both runs kept predictions.csv (contract section 11)."""
     models = list(dict.fromkeys(points["model"]))
     fig, axes = _panels(len(models), width=3.3, height=3.0, sharey=False)
     seen: dict[str, object] = {}
@@ -293,6 +294,7 @@ def fig_operating_points(points: pd.DataFrame) -> Figure:
             ax.axhline(value, color="black", linestyle=":", linewidth=1)
             ax.annotate(f"oracle limit {value:.1f}%", (1, value), xycoords=("axes fraction", "data"), ha="right",
                         va="bottom", fontsize=6)  # fmt: skip
+        _drop_bars(ax, part)
         for source, group in part[part["source"].isin(["tile", "learned"])].groupby("source", sort=False):
             group = group.sort_values("drop")
             handle = ax.plot(100 * group["drop"], 100 * group["saving"], marker="o", markersize=3, linewidth=0.8,
@@ -313,6 +315,16 @@ def fig_operating_points(points: pd.DataFrame) -> Figure:
                frameon=False, fontsize=7)  # fmt: skip
     fig.suptitle("Operating points within a top-1 budget (numbers on the evaluation images; budgets in points)")
     return fig
+
+
+def _drop_bars(ax, part: pd.DataFrame) -> None:
+    """The paired 95 % interval of each drop known (fractions in ``drop``, ``drop_low``, ``drop_high``)."""
+    known = part[part["drop_low"].notna() & part["drop_high"].notna() & (part["source"] != "oracle")]
+    for source, group in known.groupby("source", sort=False):
+        color = "#de8f05" if source == "search" else KIND_COLORS.get(source, "#ca9161")
+        ax.errorbar(100 * group["drop"], 100 * group["saving"], xerr=[100 * (group["drop"] - group["drop_low"]),
+                    100 * (group["drop_high"] - group["drop"])], fmt="none", ecolor=color, elinewidth=0.7,
+                    alpha=0.7, zorder=2)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -347,11 +359,12 @@ def _tradeoff(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _operating_points(runs: pd.DataFrame, searches: pd.DataFrame) -> pd.DataFrame:
     """Search results and, for their models, the uniform settings and the oracle on the evaluation images."""
-    columns = ["model", "source", "drop", "saving", "budget"]
+    columns = ["model", "source", "drop", "saving", "budget", "drop_low", "drop_high"]
     if searches.empty:
         return pd.DataFrame(columns=columns)
     rows = [{"model": r["model"], "source": "search", "drop": r["test/top1_drop"], "saving": r["test/net_mac_saving"],
-             "budget": r["budget"]} for _, r in searches.iterrows()]  # fmt: skip
+             "budget": r["budget"], "drop_low": r.get("test/top1_drop_low", float("nan")),
+             "drop_high": r.get("test/top1_drop_high", float("nan"))} for _, r in searches.iterrows()]  # fmt: skip
     test = runs[(runs["split"] == "test") & (runs["layer"] == "all") & runs["model"].isin(searches["model"])]
     test = test[test["layers"].isin(["{}", ""]) & (test["recover"] == "none") & test["top1_drop"].notna()]
     uniform = {
@@ -361,7 +374,8 @@ def _operating_points(runs: pd.DataFrame, searches: pd.DataFrame) -> pd.DataFram
     }
     for source, part in uniform.items():
         rows += [{"model": r["model"], "source": source, "drop": r["top1_drop"], "saving": r["net_mac_saving"],
-                  "budget": float("nan")} for _, r in part.iterrows()]  # fmt: skip
+                  "budget": float("nan"), "drop_low": r.get("top1_drop_low", float("nan")),
+                  "drop_high": r.get("top1_drop_high", float("nan"))} for _, r in part.iterrows()]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -49,7 +49,9 @@ from pipeline.tracking.keys import (
     PREDICTIONS_COLUMNS,
     PREDICTOR_KINDS,
     RECOVER_PARAM,
+    SEARCH_CONFIDENCE_TAG,
     SEARCH_METRICS,
+    SEARCH_PAIRED,
     SEARCH_TAG,
     SEARCH_TAGS,
     SPLIT_PARAM,
@@ -251,7 +253,8 @@ def load_runs(client: MlflowClient, experiment_id: str, config: AnalysisConfig) 
 
 def load_searches(client: MlflowClient, experiment_id: str, config: AnalysisConfig) -> pd.DataFrame:
     """The FINISHED searches (pipeline.search parent runs), the latest per model and operating point:
-    ``model, operating_point, budget, calibration`` and the metrics of :data:`SEARCH_METRICS`."""
+    ``model, operating_point, budget, calibration, confidence`` and the metrics of :data:`SEARCH_METRICS`
+    and :data:`SEARCH_PAIRED` (NaN in searches recorded before the paired statistics; confidence None)."""
     rows = []
     for run in finished_runs(client, experiment_id):
         tags = run.data.tags
@@ -262,8 +265,11 @@ def load_searches(client: MlflowClient, experiment_id: str, config: AnalysisConf
         row = {key: tags.get(key) for key in SEARCH_TAGS}
         row.update({"run_id": run.info.run_id, "start_time": run.info.start_time, "budget": float(row["budget"])})
         row.update({key: run.data.metrics[key] for key in SEARCH_METRICS})
+        row.update({key: run.data.metrics.get(key, float("nan")) for key in SEARCH_PAIRED})
+        confidence = tags.get(SEARCH_CONFIDENCE_TAG, "None")
+        row[SEARCH_CONFIDENCE_TAG] = None if confidence == "None" else float(confidence)
         rows.append(row)
-    columns = ["run_id", "start_time", *SEARCH_TAGS, *SEARCH_METRICS]
+    columns = ["run_id", "start_time", *SEARCH_TAGS, SEARCH_CONFIDENCE_TAG, *SEARCH_METRICS, *SEARCH_PAIRED]
     frame = pd.DataFrame(rows, columns=columns)
     if "model" in config.filters:
         frame = frame[frame["model"].isin(config.filters["model"])]

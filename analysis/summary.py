@@ -255,8 +255,9 @@ def predictors_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 OPERATING_POINT_COLUMNS = (
-    "model", "operating_point", "budget", "calibration", "calibration/top1_drop", "calibration/net_mac_saving",
-    "test/top1_drop", "test/net_mac_saving", "run_id",
+    "model", "operating_point", "budget", "confidence", "calibration", "calibration/top1_drop",
+    "calibration/top1_drop_upper", "calibration/net_mac_saving", "test/top1_drop", "test/top1_drop_low",
+    "test/top1_drop_high", "test/flips_worse", "test/flips_better", "test/mcnemar_p", "test/net_mac_saving", "run_id",
 )  # fmt: skip
 
 
@@ -308,17 +309,25 @@ def points_markdown(points: pd.DataFrame) -> list[str]:
     lines = [
         "## Operating points",
         "",
-        "Found by `python -m pipeline.search` on calibration images of the training split within the top-1 "
-        "budget (points), then evaluated on the evaluation images. Drops in points, savings in % of conv MACs.",
+        "Found by `python -m pipeline.search` on calibration images of the training split (the part the twins "
+        "never trained on) within the top-1 budget (points), then evaluated on the evaluation images. Drops in "
+        "points, savings in % of conv MACs. The budget holds the calibration drop's one-sided upper bound at the "
+        "confidence given (none: the drop itself); the test drop ± the half-width of its paired 95 % interval, "
+        'p: the exact McNemar test (docs/measurements.md, "Uncertainty of drops").',
         "",
-        "| model | operating point | budget | calibration images | calibration drop | calibration net saving "
-        "| test drop | test net saving |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| model | operating point | budget | confidence | calibration images | calibration drop (upper bound) "
+        "| calibration net saving | test drop | test net saving |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for _, row in points.iterrows():
+        test = {key.split("/")[1]: row.get(key) for key in row.index if key.startswith("test/")}
+        upper = row.get("calibration/top1_drop_upper")
+        bound = "" if upper is None or pd.isna(upper) else f" ({100 * upper:.2f})"
+        confidence = row.get("confidence")
         cells = [display_name(row["model"]), f"`{row['operating_point']}`", f"{row['budget']:g}",
-                 str(row["calibration"]), f"{100 * row['calibration/top1_drop']:.2f}",
-                 f"{100 * row['calibration/net_mac_saving']:.1f}", f"{100 * row['test/top1_drop']:.2f}",
+                 "none" if confidence is None or pd.isna(confidence) else f"{confidence:g}",
+                 str(row["calibration"]), f"{100 * row['calibration/top1_drop']:.2f}{bound}",
+                 f"{100 * row['calibration/net_mac_saving']:.1f}", drop_cell(pd.Series(test)),
                  f"{100 * row['test/net_mac_saving']:.1f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return lines

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from analysis import figures
 from analysis.config import AnalysisError
 from analysis.report import run
-from analysis.summary import best_window, pareto
+from analysis.summary import OPERATING_POINT_COLUMNS, best_window, pareto
 from tests.stores import EXPERIMENT, T0, Store, metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,6 +48,14 @@ FIGURES = ["fig2_zero_windows", "fig5_breakdown", "fig6_mac_savings", "fig7_accu
            "fig_operating_points"]  # fmt: skip
 SEARCH = {"calibration/top1_drop": 0.004, "calibration/net_mac_saving": 0.21, "test/top1_drop": 0.006,
           "test/net_mac_saving": 0.205}  # fmt: skip
+# a search with the paired statistics (contract section 11): 300 calibration images, 1,000 test images
+PAIRED_SEARCH = {"calibration/top1_drop": 0.0, "calibration/net_mac_saving": 0.25, "calibration/flips_worse": 2,
+                 "calibration/flips_better": 2, "calibration/top1_drop_low": -0.0064,
+                 "calibration/top1_drop_high": 0.0064,
+                 "calibration/top1_drop_upper": 0.0054, "calibration/mcnemar_p": 1.0, "test/top1_drop": 0.008,
+                 "test/net_mac_saving": 0.24, "test/flips_worse": 12, "test/flips_better": 4,
+                 "test/top1_drop_low": 0.0005, "test/top1_drop_high": 0.0155, "test/top1_drop_upper": 0.0143,
+                 "test/mcnemar_p": 0.077}  # fmt: skip
 # resnet18_fmnist with other predictors (new-style params): kind, pattern, threshold, window -> top1, net saving
 PREDICTORS = {
     ("oracle", "", None, 1): (0.90, 0.52),
@@ -106,6 +114,12 @@ def build_store(folder: Path) -> dict[str, object]:
         if status == "FINISHED":
             store.client.set_terminated(search.info.run_id, status)
             ids["search"] = search.info.run_id
+    paired = store.client.create_run(store.experiment_id, tags={
+        "sweep.parent": "true", "search": "true", "model": "resnet18_fmnist", "operating_point": "resnet18_fmnist_b1",
+        "budget": "1", "calibration": "300", "confidence": "0.95"})  # fmt: skip
+    store.client.log_batch(paired.info.run_id, metrics=[Metric(k, v, T0, 0) for k, v in PAIRED_SEARCH.items()])
+    store.client.set_terminated(paired.info.run_id, "FINISHED")
+    ids["paired_search"] = paired.info.run_id
     # layer sweep of alexnet (layers given by index and by name) and its layer table
     for (window, layer), (top1, saving) in LAYER_SWEEP.items():
         values = metrics(window, top1, 0.79, saving)
@@ -416,11 +430,21 @@ def test_the_analysis_never_deletes_a_file_it_did_not_write(store, tmp_path):
 
 
 def test_searches_are_listed_as_operating_points(store, report):
-    (row,) = report.operating_points.to_dict("records")
+    row, paired = report.operating_points.to_dict("records")
     assert row["run_id"] == store["search"] and row["operating_point"] == "resnet18_fmnist-b0.5"
     assert row["budget"] == 0.5 and {k: row[k] for k in SEARCH} == SEARCH
+    assert pd.isna(row["confidence"]) and pd.isna(row["test/top1_drop_low"])  # recorded before paired statistics
+    assert paired["run_id"] == store["paired_search"] and paired["confidence"] == 0.95
+    assert {k: paired[k] for k in PAIRED_SEARCH if k in paired} == {
+        k: v for k, v in PAIRED_SEARCH.items() if k in OPERATING_POINT_COLUMNS
+    }
     text = (report.out / "summary.md").read_text()
-    assert "| resnet18_fmnist | `resnet18_fmnist-b0.5` | 0.5 | 300 | 0.40 | 21.0 | 0.60 | 20.5 |" in text
+    assert "| resnet18_fmnist | `resnet18_fmnist-b0.5` | 0.5 | none | 300 | 0.40 | 21.0 | 0.60 | 20.5 |" in text
+    # the test drop 0.80 ± (1.55 - 0.05) / 2 points, McNemar p 0.077; the calibration drop's upper bound 0.54
+    assert (
+        "| resnet18_fmnist | `resnet18_fmnist_b1` | 1 | 0.95 | 300 | 0.00 (0.54) | 25.0 | 0.80 ± 0.75 "
+        "(p 0.077) | 24.0 |"
+    ) in text
 
 
 def test_drops_carry_their_paired_interval_and_mcnemar_p_by_hand(report):
@@ -475,3 +499,16 @@ def test_the_tradeoff_figure_draws_each_known_interval(report):
     (x0, y0), (x1, y1) = segments[0]
     assert (x0, x1) == pytest.approx((100 * vgg["top1_drop_low"], 100 * vgg["top1_drop_high"]))
     assert y0 == y1 == pytest.approx(100 * vgg["net_mac_saving"])
+
+
+def test_the_operating_points_figure_draws_the_interval_of_each_search_that_has_one(report):
+    """resnet18_fmnist: the search with paired statistics gets a bar on its test drop (0.05 to 1.55
+    points at 24 % saving); the one recorded before them, none."""
+    from matplotlib.container import ErrorbarContainer
+
+    points = figures._operating_points(report.runs, report.operating_points)
+    fig = figures.fig_operating_points(points)
+    bars = [c for ax in fig.axes for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    segments = [segment for bar in bars for lines in bar.lines[2] for segment in lines.get_segments()]
+    assert [[tuple(point) for point in segment] for segment in segments] == [
+        [pytest.approx((0.05, 24.0)), pytest.approx((1.55, 24.0))]]  # fmt: skip
