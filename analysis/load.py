@@ -26,6 +26,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +35,7 @@ from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.tracking import MlflowClient
 
 from analysis.config import AnalysisConfig, AnalysisError
+from pipeline.measurement.paired import PairedDrop
 from pipeline.tracking.client import resolve_uri as resolve_tracking_uri
 from pipeline.tracking.client import search_all
 from pipeline.tracking.config import TrackingConfig
@@ -43,6 +45,8 @@ from pipeline.tracking.keys import (
     CONFIG_HASH_TAG,
     JOB_PARAMS,
     LAYERS_ARTIFACT,
+    OPERATING_POINT_BUDGET_PARAM,
+    OPERATING_POINT_CONFIDENCE_PARAM,
     OPERATING_POINT_PARAM,
     PARENT_TAG,
     PREDICTIONS_ARTIFACT,
@@ -157,6 +161,8 @@ def job_row(run: Run) -> dict[str, object] | None:
         "layers": params.get("predictor.layers", "{}"),
         "recover": params.get(RECOVER_PARAM, "none"),
         "operating_point": params.get(OPERATING_POINT_PARAM, ""),
+        "point_budget": _number(params.get(OPERATING_POINT_BUDGET_PARAM)),  # NaN: not one (or recorded before it)
+        "point_confidence": _number(params.get(OPERATING_POINT_CONFIDENCE_PARAM)),  # NaN: none (the point estimate)
         "baseline": (baseline == "true") if baseline is not None else (kind == "none" or window == 1),
     }
     row.update(run.data.metrics)
@@ -273,6 +279,77 @@ def load_searches(client: MlflowClient, experiment_id: str, config: AnalysisConf
     frame = pd.DataFrame(rows, columns=columns)
     if "model" in config.filters:
         frame = frame[frame["model"].isin(config.filters["model"])]
+    frame = frame.sort_values("start_time").drop_duplicates(["model", "operating_point"], keep="last")
+    return frame.sort_values(["model", "budget"], key=_order).reset_index(drop=True)
+
+
+POINT_KEYS = ("top1_drop", "net_mac_saving", "flips_worse", "flips_better", "top1_drop_low", "top1_drop_high",
+              "mcnemar_p")  # fmt: skip
+
+
+def preset_points(runs: pd.DataFrame) -> pd.DataFrame:
+    """Operating points measured by running their presets (``python -m pipeline model=<twin>
+    operating_point=<name>``, on ``data.split=calibration`` too for the calibration numbers), in the
+    columns of :func:`load_searches`: the latest layer=all run per model, operating point and split that
+    has a baseline (``runs`` through ``with_baseline`` and ``with_paired``); calibration NaN without a run
+    there. So a store without the searches still tables and draws the shipped operating points."""
+    columns = ["run_id", "start_time", *SEARCH_TAGS, SEARCH_CONFIDENCE_TAG, *SEARCH_METRICS, *SEARCH_PAIRED]
+    if "point_budget" not in runs or "top1_drop" not in runs:
+        return pd.DataFrame(columns=columns)
+    points = runs[(runs["operating_point"] != "") & runs["point_budget"].notna() & (runs["layer"] == "all")
+                  & runs["top1_drop"].notna()].sort_values("start_time")  # fmt: skip
+    rows = []
+    for (model, name), group in points.groupby(["model", "operating_point"], sort=False):
+        test = group[group["split"] == "test"]
+        if test.empty:
+            continue
+        latest = {"test": test.iloc[-1]}
+        calibration = group[group["split"] == "calibration"]
+        if len(calibration):
+            latest["calibration"] = calibration.iloc[-1]
+        run = latest["test"]
+        confidence = None if pd.isna(run["point_confidence"]) else float(run["point_confidence"])
+        row = {"run_id": run["run_id"], "start_time": int(run["start_time"].value // 10**6), "model": model,
+               "operating_point": name, "budget": float(run["point_budget"]), SEARCH_CONFIDENCE_TAG: confidence,
+               "calibration": int(latest["calibration"]["images"]) if "calibration" in latest else None}  # fmt: skip
+        for split in ("calibration", "test"):
+            part = latest.get(split)
+            for key in POINT_KEYS:
+                row[f"{split}/{key}"] = float("nan") if part is None else part.get(key, float("nan"))
+            worse, better = row[f"{split}/flips_worse"], row[f"{split}/flips_better"]
+            known = part is not None and not (pd.isna(worse) or pd.isna(better))
+            row[f"{split}/top1_drop_upper"] = (
+                PairedDrop(int(worse), int(better), int(part["images"])).upper(confidence or 0.95) if known
+                else float("nan")
+            )  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def preset_calibration(client: MlflowClient, experiment_id: str, config: AnalysisConfig,
+                       runs: pd.DataFrame) -> pd.DataFrame:  # fmt: skip
+    """The calibration runs of the operating points in ``runs`` and their baselines, where the split filter
+    (``filters.split=test``, the default) leaves them out of ``runs``: a preset's calibration numbers."""
+    accepted = config.filters.get("split")
+    names = set(runs.loc[runs["operating_point"] != "", "operating_point"]) if "operating_point" in runs else set()
+    if not names or accepted is None or "calibration" in accepted:
+        return runs.iloc[:0]
+    try:
+        frame = load_runs(
+            client, experiment_id, replace(config, filters={**config.filters, "split": ("calibration",)})
+        )
+    except AnalysisError:  # no calibration runs that pass the other filters
+        return runs.iloc[:0]
+    models = set(runs.loc[runs["operating_point"].isin(names), "model"])
+    return frame[frame["model"].isin(models) & (frame["operating_point"].isin(names) | frame["baseline"])]
+
+
+def with_presets(searches: pd.DataFrame, presets: pd.DataFrame) -> pd.DataFrame:
+    """The searches and the operating points measured from their presets, the latest per model and
+    operating point (a preset run after its search measures the same table again, on the same images)."""
+    if presets.empty:
+        return searches
+    frame = presets if searches.empty else pd.concat([searches, presets], ignore_index=True)
     frame = frame.sort_values("start_time").drop_duplicates(["model", "operating_point"], keep="last")
     return frame.sort_values(["model", "budget"], key=_order).reset_index(drop=True)
 

@@ -27,8 +27,11 @@ from analysis.load import (
     open_store,
     pipeline_hint,
     predictions,
+    preset_calibration,
+    preset_points,
     resolve_uri,
     with_layer_index,
+    with_presets,
 )
 from analysis.record import log_analysis_run
 from analysis.summary import (
@@ -71,7 +74,11 @@ def run(cfg: DictConfig) -> Report:
         runs = with_layer_index(client, runs)
     summary = summary_table(runs, config.max_top5_drop)
     comparison = predictors_table(runs)
-    searches = load_searches(client, experiment_id, config)
+    calibration = preset_calibration(client, experiment_id, config, runs)
+    if len(calibration):
+        calibration = with_paired(with_baseline(calibration), lambda run_id: predictions(client, run_id))
+    presets = preset_points(pd.concat([runs, calibration], ignore_index=True) if len(calibration) else runs)
+    searches = with_presets(load_searches(client, experiment_id, config), presets)
     points = operating_points_table(searches)
 
     from analysis.figures import FIGURES, render, select  # matplotlib/seaborn only once the input is known good

@@ -310,7 +310,9 @@ def points_markdown(points: pd.DataFrame) -> list[str]:
         "## Operating points",
         "",
         "Found by `python -m pipeline.search` on calibration images of the training split (the part the twins "
-        "never trained on) within the top-1 budget (points), then evaluated on the evaluation images. Drops in "
+        "never trained on) within the top-1 budget (points), then evaluated on the evaluation images; or measured "
+        "again by running the preset (`python -m pipeline model=<twin> operating_point=<name>`, with "
+        "`data.split=calibration data.limit=10000` for the calibration numbers; the latest counts). Drops in "
         "points, savings in % of conv MACs. The budget holds the calibration drop's one-sided upper bound at the "
         "confidence given (none: the drop itself); the test drop ± the half-width of its paired 95 % interval, "
         'p: the exact McNemar test (docs/measurements.md, "Uncertainty of drops").',
@@ -326,11 +328,16 @@ def points_markdown(points: pd.DataFrame) -> list[str]:
         confidence = row.get("confidence")
         cells = [display_name(row["model"]), f"`{row['operating_point']}`", f"{row['budget']:g}",
                  "none" if confidence is None or pd.isna(confidence) else f"{confidence:g}",
-                 str(row["calibration"]), f"{100 * row['calibration/top1_drop']:.2f}{bound}",
-                 f"{100 * row['calibration/net_mac_saving']:.1f}", drop_cell(pd.Series(test)),
+                 _known(row["calibration"], "{:.0f}"), _known(row["calibration/top1_drop"], "{:.2f}", 100) + bound,
+                 _known(row["calibration/net_mac_saving"], "{:.1f}", 100), drop_cell(pd.Series(test)),
                  f"{100 * row['test/net_mac_saving']:.1f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _known(value: object, form: str, scale: float = 1) -> str:
+    """``value`` (times ``scale``) in ``form``; a dash where it is not known (a preset never run on calibration)."""
+    return "—" if value is None or pd.isna(value) else form.format(scale * float(value))  # type: ignore[arg-type]
 
 
 def paper_markdown(table: pd.DataFrame) -> list[str]:

@@ -42,9 +42,9 @@ class Store:
     def job(self, model: str, data: str, limit: int | None, window: int, values: dict[str, float],
             layer: str = "all", status: str = "FINISHED", start: int | None = None,
             config_hash: str | None = None, tags: dict[str, str] | None = None,
-            predictor: dict[str, object] | None = None) -> str:  # fmt: skip
+            predictor: dict[str, object] | None = None, extra: dict[str, object] | None = None) -> str:  # fmt: skip
         """A job run; ``predictor`` None writes the params of runs recorded before the predictor
-        family (``predictor=diagonal``), else the kind and its ``predictor.*`` params."""
+        family (``predictor=diagonal``), else the kind and its ``predictor.*`` params; ``extra``: more params."""
         self.clock += 1000
         params = {"model": model, "data": data, "window": window, "layer": layer,
                   "limit": "null" if limit is None else limit, "seed": 0, "predictor": "diagonal",
@@ -52,6 +52,7 @@ class Store:
         if predictor is not None:
             params.update({"predictor": predictor["kind"], "predictor.layers": "{}"})
             params.update({f"predictor.{k}": v for k, v in predictor.items() if k != "kind" and v is not None})
+        params.update(extra or {})
         all_tags = {"config_hash": config_hash or f"{model}-{data}-{limit}-{window}-{layer}",
                     "sweep": "/sweeps/a", "git_commit": "abc", **(tags or {})}  # fmt: skip
         created = self.client.create_run(self.experiment_id, start_time=start or self.clock, tags=all_tags)

@@ -22,7 +22,7 @@ from pipeline.app import plain_config
 from pipeline.errors import PipelineError
 from pipeline.fitting.recover import RecoverError, recover
 from pipeline.fitting.recover import check as check_recovery
-from pipeline.job.config import PipelineConfig
+from pipeline.job.config import OperatingPointInfo, PipelineConfig
 from pipeline.job.identity import MEASUREMENT_VERSION
 from pipeline.job.labels import describe, layer_text, model_label, predictor_label
 from pipeline.job.plan import prepare
@@ -43,6 +43,8 @@ from pipeline.tracking.keys import (
     CONFIG_HASH_TAG,
     COUNTING_TAG,
     MEASUREMENT_VERSION_TAG,
+    OPERATING_POINT_BUDGET_PARAM,
+    OPERATING_POINT_CONFIDENCE_PARAM,
     OPERATING_POINT_PARAM,
     PARENT_RUN_TAG,
     PREDICTIONS_ARTIFACT,
@@ -202,6 +204,12 @@ def predictor_params(config: PipelineConfig) -> dict[str, object]:
     return values
 
 
+def operating_point_params(point: OperatingPointInfo) -> dict[str, object]:
+    """An operating point's name, budget and confidence, so the analysis can table it without its search."""
+    return {OPERATING_POINT_PARAM: point.name, OPERATING_POINT_BUDGET_PARAM: point.budget,
+            OPERATING_POINT_CONFIDENCE_PARAM: point.confidence}  # fmt: skip
+
+
 def params(config: PipelineConfig, device: torch.device) -> dict[str, object]:
     """Run parameters: the swept keys by their short names, the predictor's, then model.* and data.*."""
     values: dict[str, object] = {
@@ -214,7 +222,7 @@ def params(config: PipelineConfig, device: torch.device) -> dict[str, object]:
         SPLIT_PARAM: config.data.split,
         **predictor_params(config),
         RECOVER_PARAM: config.recover.kind,
-        **({OPERATING_POINT_PARAM: config.operating_point.name} if config.operating_point else {}),
+        **(operating_point_params(config.operating_point) if config.operating_point else {}),
         **{f"recover.{k}": v for k, v in vars(config.recover).items() if k != "kind"},
         "device": str(device),
     }

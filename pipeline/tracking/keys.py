@@ -36,6 +36,9 @@ PREDICTOR_PARAMS = ("predictor.pattern", "predictor.threshold", "predictor.layer
 SPLIT_PARAM = "split"  # which split of the data was evaluated (test = evaluation, train = calibration)
 RECOVER_PARAM = "recover"  # none, bn, finetune (contract section 9)
 OPERATING_POINT_PARAM = "operating_point"  # the preset's name, when the run is an operating point
+# ... and what it was found for: its top-1 budget (points) and the budget's confidence ("None": the point estimate)
+OPERATING_POINT_BUDGET_PARAM = "operating_point.budget"
+OPERATING_POINT_CONFIDENCE_PARAM = "operating_point.confidence"
 
 # a search's parent run (pipeline.search): tags and metrics
 SEARCH_TAG = "search"  # "true"

@@ -512,3 +512,84 @@ def test_the_operating_points_figure_draws_the_interval_of_each_search_that_has_
     segments = [segment for bar in bars for lines in bar.lines[2] for segment in lines.get_segments()]
     assert [[tuple(point) for point in segment] for segment in segments] == [
         [pytest.approx((0.05, 24.0)), pytest.approx((1.55, 24.0))]]  # fmt: skip
+
+
+TABLE = '{"features.0":{"kind":"tile","pattern":"diagonal","window":3}}'  # an operating point's per-layer table
+
+
+def test_operating_points_run_from_their_presets_are_tabled_and_drawn_without_their_search(tmp_path):
+    """vgg16_fmnist_b1 run from its preset on 1,000 test and 300 calibration images, each beside its
+    baseline: the test run flips 20 images worse and 5 better (drop 1.5 points), the calibration run 6 and
+    0 (drop 2.0). An older search of the same operating point gives way to the newer runs; a newer search
+    of another one stays."""
+    store = Store(tmp_path)
+    searches = {"vgg16_fmnist_b1": T0 - 10**6, "vgg16_fmnist_b2": T0 + 10**8}
+    for name, start in searches.items():
+        search = store.client.create_run(store.experiment_id, start_time=start, tags={
+            "sweep.parent": "true", "search": "true", "model": "vgg16_fmnist", "operating_point": name,
+            "budget": name[-1], "calibration": "300", "confidence": "0.95"})  # fmt: skip
+        store.client.log_batch(search.info.run_id, metrics=[Metric(k, v, T0, 0) for k, v in SEARCH.items()])
+        store.client.set_terminated(search.info.run_id, "FINISHED")
+    preset = {"kind": "none"}
+    point = {
+        "operating_point": "vgg16_fmnist_b1",
+        "operating_point.budget": 1.0,
+        "operating_point.confidence": 0.95,
+        "predictor.layers": TABLE,
+    }
+    ids = {}
+    for split, limit, images, base, right in (
+        ("test", None, 1000, [i < 920 for i in range(1000)], [i < 900 or 920 <= i < 925 for i in range(1000)]),
+        ("calibration", 300, 300, [i < 290 for i in range(300)], [i < 284 for i in range(300)]),
+    ):
+        for name, outcome, extra, net in (("base", base, {}, 0.0), ("point", right, point, 0.224)):
+            top1 = sum(outcome) / images
+            values = {**metrics(1, top1, 0.99, net), "net_mac_saving": net, "images": images}
+            tags = {"baseline": str(name == "base").lower()}
+            extra = {"split": split, **extra}
+            ids[split, name] = store.job("vgg16_fmnist", "fashion_mnist", limit, 1, values, predictor=preset,
+                                         config_hash=f"{split}-{name}", tags=tags, extra=extra)  # fmt: skip
+            store.predictions(ids[split, name], outcome)
+    out = tmp_path / "out" / "figures"
+    report = run(config(store.uri, out, "log_run=false", "formats=[png]"))
+    rows = {r["operating_point"]: r for r in report.operating_points.to_dict("records")}
+    assert list(rows) == ["vgg16_fmnist_b1", "vgg16_fmnist_b2"]
+    got, kept = rows["vgg16_fmnist_b1"], rows["vgg16_fmnist_b2"]
+    assert kept["test/top1_drop"] == SEARCH["test/top1_drop"]  # the newer search
+    assert got["run_id"] == ids["test", "point"] and (got["budget"], got["confidence"]) == (1.0, 0.95)
+    assert (got["test/flips_worse"], got["test/flips_better"]) == (20, 5)
+    assert got["test/top1_drop"] == pytest.approx(0.015) and got["test/net_mac_saving"] == pytest.approx(0.224)
+    se = math.sqrt((25 / 1000 - 0.015**2) / 1000)
+    assert got["test/top1_drop_low"] == pytest.approx(0.015 - 1.959964 * se, abs=1e-6)
+    assert got["calibration"] == 300 and got["calibration/top1_drop"] == pytest.approx(0.02)  # 6 worse, 0 better
+    se = math.sqrt((6 / 300 - 0.02**2) / 300)  # the one-sided 95 % bound: z = 1.644854
+    assert got["calibration/top1_drop_upper"] == pytest.approx(0.02 + 1.644854 * se, abs=1e-6)
+    text = (out / "summary.md").read_text()
+    assert (
+        f"| vgg16_fmnist | `vgg16_fmnist_b1` | 1 | 0.95 | 300 | 2.00 ({100 * (0.02 + 1.644854 * se):.2f}) |" in text
+    )
+    points = figures._operating_points(report.runs, report.operating_points)
+    assert sorted(points.loc[points["source"] == "search", "drop"]) == [0.006, pytest.approx(0.015)]
+
+
+def test_a_preset_run_only_on_test_tables_its_calibration_numbers_as_unknown(tmp_path):
+    store = Store(tmp_path)
+    point = {
+        "split": "test",
+        "operating_point": "alexnet_fmnist",
+        "operating_point.budget": 0.5,
+        "predictor.layers": TABLE,
+    }
+    store.job("alexnet_fmnist", "fashion_mnist", 10, 1, {**metrics(1, 0.5, 0.9, 0.0), "images": 10},
+              predictor={"kind": "none"}, config_hash="base", tags={"baseline": "true"})  # fmt: skip
+    store.job("alexnet_fmnist", "fashion_mnist", 10, 1, {**metrics(1, 0.4, 0.9, 0.3), "net_mac_saving": 0.3,
+              "images": 10}, predictor={"kind": "none"}, config_hash="point", tags={"baseline": "false"},
+              extra=point)  # fmt: skip
+    out = tmp_path / "out" / "figures"
+    (got,) = run(config(store.uri, out, "log_run=false", "formats=[png]")).operating_points.to_dict("records")
+    assert got["confidence"] is None and got["test/top1_drop"] == pytest.approx(0.1)
+    assert pd.isna(got["calibration"]) and pd.isna(got["calibration/top1_drop"])
+    assert (
+        "| alexnet_fmnist | `alexnet_fmnist` | 0.5 | none | — | — | — | 10.00 | 30.0 |"
+        in (out / "summary.md").read_text()
+    )

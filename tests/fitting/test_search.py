@@ -260,6 +260,8 @@ def test_a_small_search_runs_end_to_end(searched):
     )
     tested = client.get_run(result.test["run_id"]).data
     assert tested.params["operating_point"] == "tiny" and tested.params["split"] == "test"
+    # what it was found for, so the analysis tables it from this run alone (analysis.load.preset_points)
+    assert (tested.params["operating_point.budget"], tested.params["operating_point.confidence"]) == ("0.5", "0.95")
     artifacts = [a.path for a in client.list_artifacts(first.info.run_id)]
     assert "tiny.yaml" in artifacts
 
