@@ -36,16 +36,28 @@ def start(tmp: Path, *args: str, pause: float = 0.0, sweep: str = "sweep") -> su
     overrides = [arg for arg in args if not arg.startswith("-")]
     command = [sys.executable, "-m", "pipeline", *flags, *JOB, *store_args(tmp), f"hydra.sweep.dir={tmp / sweep}",
                *overrides]  # fmt: skip
-    return subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # its own process group, so that killing it takes its launcher's workers too: a worker left alive
+    # holds the output pipes open, and reading them would then wait for ever
+    return subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
 
 
-def wait_for(condition, process: subprocess.Popen, timeout: float = 90.0) -> None:
-    """Poll ``condition`` while ``process`` runs; fail with its output when it ends first or time runs out."""
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL to ``process`` and every process it started (its joblib workers)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # all gone already
+        pass
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 180.0) -> None:
+    """Poll ``condition`` while ``process`` runs; fail with its output when it ends first or time runs out
+    (generous: on a loaded machine starting two joblib workers takes more than a minute)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            out, err = process.communicate()
+            kill_group(process)
+            out, err = process.communicate(timeout=60)
             pytest.fail(f"the pipeline ended ({process.returncode}) or timed out first:\n{out}\n{err}")
         time.sleep(0.2)
 
@@ -90,7 +102,7 @@ def finish(process: subprocess.Popen, timeout: float = 180) -> tuple[int, str, s
     try:
         out, err = process.communicate(timeout=timeout)
     finally:
-        process.kill()
+        kill_group(process)
     return process.returncode, out, err
 
 
