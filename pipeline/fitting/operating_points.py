@@ -50,6 +50,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -89,6 +90,9 @@ GRID_EXPERIMENT = "cnp_search_grid"  # the per-layer grid's settings, as an expe
 OPERATING_POINTS = Path("outputs/conf/operating_point")  # pipeline.search's presets, on the config search path
 
 
+PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # conf/operating_point/<name>.yaml, and a YAML scalar
+
+
 @dataclass
 class SearchConfig:
     """``search.*`` of ``python -m pipeline.search`` (conf/search.yaml)."""
@@ -108,8 +112,13 @@ class SearchConfig:
     grid_dir: str = "outputs/multirun/search"  # the per-layer grids' sweep folders (one per search and start)
 
     def __post_init__(self) -> None:
-        if not self.budget >= 0:
-            raise ValueError(f"search.budget must be >= 0 top-1 points, got {self.budget}")
+        if not 0 <= self.budget <= 100:  # NaN and inf fail too; the knapsack's memory grows with the budget
+            raise ValueError(f"search.budget must be >= 0 and <= 100 top-1 points, got {self.budget}")
+        if self.name is not None and not PRESET_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"search.name={self.name!r} cannot name a preset file: use letters, digits and _ . + - "
+                "(starting with a letter or digit), e.g. search.name=alexnet_fmnist_b1"
+            )
         if not (CONF / "launcher" / f"{self.launcher}.yaml").is_file():
             known = ", ".join(sorted(path.stem for path in (CONF / "launcher").glob("*.yaml")))
             raise ValueError(f"search.launcher={self.launcher!r} is not in conf/launcher/: use one of {known}")

@@ -323,6 +323,10 @@ def test_a_preset_keeps_any_name_and_path_it_is_given(tmp_path):
     ("module", "override", "message"),
     [
         ("pipeline.search", "search.budget=-1", "search.budget must be >= 0"),
+        ("pipeline.search", "search.budget=inf", "search.budget must be >= 0 and <= 100"),
+        ("pipeline.search", "search.budget=1e6", "search.budget must be >= 0 and <= 100"),
+        ("pipeline.search", "search.name='a: b'", "search.name='a: b' cannot name a preset file"),
+        ("pipeline.search", "search.name=../../x", "search.name='../../x' cannot name a preset file"),
         ("pipeline.search", "search.candidates=[]", "search.candidates is empty"),
         ("pipeline.search", "search.refine=-1", "search.refine and search.revert must be >= 0"),
         ("pipeline.search", "search.revert=-2", "search.refine and search.revert must be >= 0"),
