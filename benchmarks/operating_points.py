@@ -35,6 +35,7 @@ def uniform_runs(runs: pd.DataFrame, split: str) -> pd.DataFrame:
     """The runs on ``split`` of one predictor over every layer (no per-layer table) that predict something."""
     runs = runs[(runs["split"] == split) & (runs["layer"] == "all") & runs["top1_drop"].notna()]
     runs = runs[runs["layers"].fillna("{}").isin(["{}", ""]) & runs["predictor"].isin(["tile", "learned"])]
+    runs = runs[runs["net_mac_saving"] > 0]  # not window 1, which predicts nothing
     return runs.assign(threshold=runs["threshold"].fillna(-1), recover=runs["recover"].fillna("none"))
 
 
