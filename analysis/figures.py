@@ -310,6 +310,13 @@ def fig_operating_points(points: pd.DataFrame) -> Figure:
                 ax.annotate(f"{row['budget']:g}", (100 * row["drop"], 100 * row["saving"]), fontsize=6,
                             xytext=(3, -8), textcoords="offset points")  # fmt: skip
         ax.axvline(0, color="0.6", linewidth=0.6)
+        if len(search):  # the budgets' neighbourhood: uniform settings losing far more are counted, not drawn
+            right = max(3.0, 2.5 * float(search["budget"].max()), 1.2 * 100 * float(search["drop"].max()))
+            beyond = int((100 * part["drop"] > right).sum())
+            ax.set_xlim(min(-0.3, 100 * float(part["drop"].min()) - 0.2), right)
+            if beyond:
+                ax.annotate(f"{beyond} uniform setting(s) beyond {right:g} points", (1, 0.02),
+                            xycoords="axes fraction", ha="right", fontsize=6)  # fmt: skip
         ax.set(title=display_name(model), xlabel="top-1 drop (points)", ylabel="net MAC saving (%)")
     fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncols=min(3, max(1, len(seen))),
                frameon=False, fontsize=7)  # fmt: skip
