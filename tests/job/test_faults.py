@@ -111,7 +111,8 @@ def race(tmp_path_factory) -> tuple[Path, dict[str, tuple[int, str, str]]]:
     """The same sweep (windows 1, 2) started twice at once on one new store."""
     tmp = tmp_path_factory.mktemp("race")
     processes = {name: start(tmp, "-m", "window=1,2", pause=1.0, sweep=name) for name in ("A", "B")}
-    return tmp, {name: finish(process) for name, process in processes.items()}
+    # generous: beside five CPU-heavy processes on 2 cores the two sweeps took more than 180 s (a fresh-clone run)
+    return tmp, {name: finish(process, timeout=480) for name, process in processes.items()}
 
 
 def test_two_sweeps_started_at_once_on_a_new_store_both_complete(race):
