@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.summary import is_paper_rule
 from pipeline.measurement.paired import PairedDrop
 
 KEY = ["model", "predictor", "pattern", "window", "threshold", "recover"]  # one uniform setting on either split
@@ -36,7 +37,8 @@ def uniform_runs(runs: pd.DataFrame, split: str) -> pd.DataFrame:
     runs = runs[(runs["split"] == split) & (runs["layer"] == "all") & runs["top1_drop"].notna()]
     runs = runs[runs["layers"].fillna("{}").isin(["{}", ""]) & runs["predictor"].isin(["tile", "learned"])]
     runs = runs[runs["net_mac_saving"] > 0]  # not window 1, which predicts nothing
-    return runs.assign(threshold=runs["threshold"].fillna(-1), recover=runs["recover"].fillna("none"))
+    return runs.assign(threshold=runs["threshold"].fillna(-1), recover=runs["recover"].fillna("none"),
+                       layers=runs["layers"].fillna("{}"))  # fmt: skip
 
 
 def chosen_on_calibration(test: pd.DataFrame, calibration: pd.DataFrame, budget: float,
@@ -55,9 +57,8 @@ def chosen_on_calibration(test: pd.DataFrame, calibration: pd.DataFrame, budget:
 
 
 def is_rule(runs: pd.DataFrame) -> pd.Series:
-    """The paper's diagonal 3x3 rule, no threshold, no recovery."""
-    return ((runs["predictor"] == "tile") & (runs["pattern"] == "diagonal") & (runs["window"] == 3)
-            & (runs["threshold"].fillna(0) == 0) & (runs["recover"].fillna("none") == "none"))  # fmt: skip
+    """The paper's diagonal 3x3 rule (no threshold, no table, no recovery)."""
+    return is_paper_rule(runs) & (runs["window"] == 3)
 
 
 def cells(run: pd.Series | None, setting: bool = True) -> str:
