@@ -16,17 +16,21 @@ evaluation an ordinary tracked job run (``pipeline.job.runner.run``) under one p
    in images (each layer one candidate or off; a multiple-choice knapsack, solved exactly). Flips, not
    the net drop b - c: a layer that loses 10 images and wins 9 back is not free, and flips add up across
    layers far better than net drops do;
-4. the table checked on calibration as a whole and corrected: the knapsack's budget is scaled down
+4. every candidate applied at every layer (``search.uniform``: one check per candidate), each checked
+   on calibration as a whole: the knapsack sums what each layer loses alone, which overstates what
+   layers lose together when they flip the same hard images (the learned predictor's layers do), so a
+   uniform table can save more within the budget than any table the knapsack sees;
+5. the knapsack's table checked on calibration as a whole and corrected: the knapsack's budget is scaled down
    while the check exceeds the real budget and up while it stays within it (``search.rounds``
    checks); the best table that met the budget is kept;
-5. a revert pass (``search.revert`` checks, as Intel Neural Compressor's tuning falls back one op at a
+6. a revert pass (``search.revert`` checks, as Intel Neural Compressor's tuning falls back one op at a
    time): the checked table closest to the budget among those that saved more but exceeded it, with its
    layers turned off one at a time, most flips per saving first, each step checked as a whole, until it
    meets the budget; kept when it then saves more than the best;
-6. that table refined greedily: single-layer upgrades (a candidate that saves more at its layer),
+7. that table refined greedily: single-layer upgrades (a candidate that saves more at its layer),
    most added saving per flip first, each checked as a whole on calibration and kept when the table
    then saves more within the budget (``search.refine`` checks);
-7. that table and the baseline evaluated on the evaluation images, with the paired statistics of the
+8. that table and the baseline evaluated on the evaluation images, with the paired statistics of the
    drop.
 
 A table *meets the budget* when the one-sided upper bound of its calibration drop at
@@ -34,8 +38,8 @@ A table *meets the budget* when the one-sided upper bound of its calibration dro
 ``search.budget`` points; ``search.confidence=null`` compares the drop itself instead. Layers interact
 (on the VGG-16 twin 13 layers that each lose at most one image lose 48 together), so only whole tables
 are ever accepted: the per-layer numbers rank, the checks decide. Cost: one evaluation per layer and
-candidate, plus at most ``rounds + revert + refine`` checks (on 2 cores a check of the VGG-16 twin on
-10,000 images takes about a minute).
+candidate, plus at most ``candidates (uniform) + rounds + revert + refine`` checks (on 2 cores a check
+of the VGG-16 twin on 10,000 images takes about a minute).
 
 The top-level ``recover`` applies to the checks and the final evaluation, and to the per-layer
 measurements when ``search.measure_recover`` is true (BatchNorm re-estimation is cheap there;
@@ -102,6 +106,7 @@ class SearchConfig:
     calibration: int = 10000  # calibration images, spread over the training split
     candidates: list[dict[str, Any]] = field(default_factory=list)  # per-layer settings to try
     measure_recover: bool = True  # the recovery also in the per-layer measurements
+    uniform: bool = True  # check every candidate at every layer too (one check per candidate)
     rounds: int = 6  # checks of the combined table on calibration
     revert: int = 8  # checks of the revert pass: layers of a table over the budget turned off one at a time
     refine: int = 12  # greedy single-layer upgrades of the checked table, each checked on calibration
@@ -263,7 +268,8 @@ class Search:
         recover = config.recover.kind
         self.key = (f"search:{config.model.name}:b{self.search.budget:g}:n{self.search.calibration}:s{config.seed}"
                     f":r{recover}:c{candidates}:m{int(self.search.measure_recover)}"
-                    f":g{self.search.refine}:v{self.search.revert}:q{self.search.confidence}")  # fmt: skip
+                    f":g{self.search.refine}:v{self.search.revert}:q{self.search.confidence}"
+                    f":u{int(self.search.uniform)}")  # fmt: skip
         self.name = self.search.name or f"{config.model.name}-b{self.search.budget:g}" + (
             f"-{recover}" if recover != "none" else ""
         )
@@ -467,7 +473,7 @@ class Choice:
 
 
 def search_within_budget(session: Search) -> SearchResult:
-    """Steps 1-7 of the module docstring: the choice on calibration, then the evaluation images."""
+    """Steps 1-8 of the module docstring: the choice on calibration, then the evaluation images."""
     config, search = session.config, session.config.search
     started = time.perf_counter()
     say = lambda text: print(f"[search {session.name}] {text}", flush=True)  # noqa: E731
@@ -497,7 +503,7 @@ def search_within_budget(session: Search) -> SearchResult:
 def choose(evaluate: Evaluate, evaluate_grid: Callable[[list[dict[str, Any]]], list[Evaluation]],
            base: Evaluation, layers: list[str], search: SearchConfig,
            say: Callable[[str], None]) -> Choice:  # fmt: skip
-    """Steps 2-6, the algorithm alone: ``evaluate`` measures a whole table on calibration,
+    """Steps 2-7, the algorithm alone: ``evaluate`` measures a whole table on calibration,
     ``evaluate_grid`` many per-layer tables at once; nothing here knows how or where they run."""
     budget = Budget(search.budget, search.confidence)
     allowed = budget.images(base.images)
@@ -515,17 +521,30 @@ def choose(evaluate: Evaluate, evaluate_grid: Callable[[list[dict[str, Any]]], l
 
     best: tuple[dict, Evaluation] | None = None
     over: list[tuple[dict, Evaluation]] = []  # checked tables over the budget
-    low, high, scale = None, None, 1.0  # knapsack budget scales known to fit / to exceed
-    for round_ in range(search.rounds):
-        table = solve(measured, base, math.floor(allowed * scale))
-        check = evaluate(operating_predictor(table))
+
+    def record(table: dict[str, dict[str, Any]], check: Evaluation) -> bool:
+        nonlocal best
         fits = budget.holds(check.against(base))
-        say(f"check {round_ + 1}/{search.rounds} (knapsack budget x{scale:.3g}): {verdict(check, base, budget)}: "
-            f"{'within' if fits else 'over'} the budget")  # fmt: skip
         if fits and (best is None or check.net_mac_saving > best[1].net_mac_saving):
             best = (table, check)
         if not fits:
             over.append((table, check))
+        return fits
+
+    uniform = search.candidates if search.uniform else []
+    for number, candidate in enumerate(uniform, 1):
+        table = {name: dict(candidate) for name in layers}
+        check = evaluate(operating_predictor(table))
+        fits = record(table, check)
+        say(f"uniform {number}/{len(uniform)} ({candidate_label(candidate)} at every layer): "
+            f"{verdict(check, base, budget)}: {'within' if fits else 'over'} the budget")  # fmt: skip
+    low, high, scale = None, None, 1.0  # knapsack budget scales known to fit / to exceed
+    for round_ in range(search.rounds):
+        table = solve(measured, base, math.floor(allowed * scale))
+        check = evaluate(operating_predictor(table))
+        fits = record(table, check)
+        say(f"check {round_ + 1}/{search.rounds} (knapsack budget x{scale:.3g}): {verdict(check, base, budget)}: "
+            f"{'within' if fits else 'over'} the budget")  # fmt: skip
         low, high = (scale, high) if fits else (low, scale)
         if high is None:
             scale *= 2
@@ -587,7 +606,7 @@ def upgrades(measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluatio
 def revert(evaluate: Evaluate, checks: int, measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation,
            budget: Budget, start: tuple[dict, Evaluation], floor: float,
            say: Callable[[str], None]) -> tuple[dict, Evaluation] | None:  # fmt: skip
-    """Step 5: the layers of a table over the budget turned off one at a time, the one with the most flips
+    """Step 6: the layers of a table over the budget turned off one at a time, the one with the most flips
     per saving (measured alone) first, each step checked as a whole; the first table that meets the
     budget, or None when none does within ``checks`` checks (``search.revert``) or before it saves no
     more than ``floor`` (the best table so far)."""
@@ -621,7 +640,7 @@ def revert_cost(measured: dict[str, list[tuple[dict, Evaluation]]], base: Evalua
 
 def refine(evaluate: Evaluate, checks: int, measured: dict[str, list[tuple[dict, Evaluation]]], base: Evaluation,
            budget: Budget, best: tuple[dict, Evaluation], say) -> tuple[dict, Evaluation]:  # fmt: skip
-    """Step 6: greedy upgrades of the best checked table, one layer at a time, each checked as a whole on
+    """Step 7: greedy upgrades of the best checked table, one layer at a time, each checked as a whole on
     calibration and kept when it saves more within the budget (``checks``: ``search.refine``, at most)."""
     table, check = best
     tries = 0

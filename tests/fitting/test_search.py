@@ -192,16 +192,59 @@ def test_the_choice_is_an_algorithm_over_evaluate_callables():
         key = tuple(f"{name}{layers[name]['window']}" if name in layers else "off" for name in ("a", "b"))
         return results[key]
 
-    search = SearchConfig(budget=0.5, candidates=[tile2, tile3], rounds=1, refine=3, revert=2)
+    search = SearchConfig(budget=0.5, candidates=[tile2, tile3], rounds=1, refine=3, revert=2, uniform=False)
     choice = choose(evaluate, evaluate_grid, BASE, ["a", "b"], search, lambda text: None)
     assert len(grids) == 1 and len(grids[0]) == 4  # one grid: 2 layers x 2 candidates
     assert checks == [{"a": tile2, "b": tile3}, {"a": tile2}, {"a": tile2, "b": tile2}]
     assert choice.table == {"a": tile2, "b": tile2} and choice.check.run_id == "a2 b2"
     # search.confidence=null: the knapsack's table (a drop of 0.4 points) meets 0.5 as it is
     checks.clear()
-    point = SearchConfig(budget=0.5, candidates=[tile2, tile3], rounds=1, refine=0, revert=2, confidence=None)
+    point = SearchConfig(
+        budget=0.5, candidates=[tile2, tile3], rounds=1, refine=0, revert=2, confidence=None, uniform=False
+    )
     assert choose(evaluate, evaluate_grid, BASE, ["a", "b"], point, lambda text: None).check.run_id == "both"
     assert checks == [{"a": tile2, "b": tile3}]
+
+
+def test_uniform_tables_are_checked_and_win_when_layers_flip_the_same_images():
+    """The knapsack sees a1 + b1 at 6 summed flips (over 5 at budget 0.5 on 1000 images with the drop
+    itself), so it takes b1 alone; the uniform check of candidate 1 at both layers flips only 3 images
+    together (the same hard ones) and saves more: it is the choice. Candidate 2 at every layer is over
+    the budget and becomes the revert pass's start, which turns b off (its flips per saving are higher)."""
+    from pipeline.fitting.operating_points import SearchConfig, choose
+
+    one, two = {"kind": "tile", "window": 1}, {"kind": "tile", "window": 2}
+    alone = {("a", 1): (3, 0.05), ("a", 2): (4, 0.06), ("b", 1): (3, 0.04), ("b", 2): (30, 0.08)}
+
+    def evaluate_grid(tables):
+        found = []
+        for table in tables:
+            ((name, entry),) = table["layers"].items()
+            flips, saving = alone[name, entry["window"]]
+            found.append(ev(f"{name}{entry['window']}", flips, 0, saving, {name: saving}))
+        return found
+
+    results = {("a1", "b1"): ev("uniform 1", 3, 0, 0.09), ("a2", "b2"): ev("uniform 2", 40, 0, 0.14),
+               ("a1", "off"): ev("a1 only", 3, 0, 0.05), ("off", "b1"): ev("b1 only", 3, 0, 0.04),
+               ("a2", "off"): ev("a2 only", 4, 0, 0.06)}  # fmt: skip
+    checks = []
+
+    def evaluate(predictor):
+        layers = predictor["layers"]
+        key = tuple(f"{name}{layers[name]['window']}" if name in layers else "off" for name in ("a", "b"))
+        checks.append(key)
+        return results[key]
+
+    search = SearchConfig(budget=0.5, candidates=[one, two], rounds=1, refine=0, revert=1, confidence=None)
+    choice = choose(evaluate, evaluate_grid, BASE, ["a", "b"], search, lambda text: None)
+    # the uniform checks come first, then the knapsack's table (a2 alone: 4 flips, the most saving within 5)
+    assert checks[:3] == [("a1", "b1"), ("a2", "b2"), ("a2", "off")]
+    assert choice.table == {"a": one, "b": one} and choice.check.run_id == "uniform 1"
+    # without them the search cannot see it
+    checks.clear()
+    search.uniform = False
+    assert choose(evaluate, evaluate_grid, BASE, ["a", "b"], search, lambda text: None).check.run_id == "a2 only"
+    assert ("a1", "b1") not in checks
 
 
 SMALL_SEARCH = (
