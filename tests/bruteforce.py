@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 
 WINDOW_SIZES = (1, 2, 3, 4, 5)
+GROUP_SIZES = (1, 2, 4, 8, 16, 32)  # section 10
+INDEPENDENT_SIZES = (2, 3, 4, 5)
 KEYS = (
     "acts",
     "zeros",
@@ -27,6 +29,7 @@ KEYS = (
     "pred_miss",
     *(f"zero_windows_{s}" for s in WINDOW_SIZES),
     *(f"windows_{s}" for s in WINDOW_SIZES),
+    *(f"skip_cells_g{g}" for g in GROUP_SIZES),
 )
 PATTERN_NAMES = ("diagonal", "anti_diagonal", "checkerboard", "corners", "center", "cross")
 
@@ -100,7 +103,8 @@ def brute_force(
     ``kind``: none, tile, tile_oracle, oracle, random (``fired_tiles`` then gives the tiles that
     fire, per (image, channel)). ``window`` None is a layer outside the scope (kind none).
     Besides the section-4 keys, ``others`` is counted directly: cells that are neither a pattern
-    cell of a firing tile nor predicted.
+    cell of a firing tile nor predicted; and the section-10 keys ``skip_cells_g<g>`` and
+    ``zero_windows_indep_<s>`` (a float).
     """
     if window is None:
         kind = "none"
@@ -109,6 +113,8 @@ def brute_force(
     out = activation.tolist()  # what the rest of the network receives
     counts: dict[str, float] = dict.fromkeys(KEYS, 0)
     counts.update(others=0, mass=0.0, miss_mass=0.0)
+    counts.update({f"zero_windows_indep_{s}": 0.0 for s in INDEPENDENT_SIZES})
+    marked = [[[[False] * width for _ in range(height)] for _ in range(n_channels)] for _ in range(n_images)]
 
     for n in range(n_images):
         for c in range(n_channels):
@@ -121,6 +127,16 @@ def brute_force(
                     counts["mass"] += a[row][col]
                     if a[row][col] == 0:
                         counts["zeros"] += 1
+
+            # zero_windows_indep_s: each of the map's windows all zero with probability
+            # C(z, s*s) / C(H*W, s*s), z the map's zeros (drawn without replacement)
+            z = sum(a[row][col] == 0 for row in range(height) for col in range(width))
+            for s in INDEPENDENT_SIZES:
+                probability = 1.0
+                for i in range(s * s):
+                    probability *= max(z - i, 0) / (height * width - i) if height * width > i else 0.0
+                windows = max(height - s + 1, 0) * max(width - s + 1, 0)
+                counts[f"zero_windows_indep_{s}"] += probability * windows
 
             # zero_windows_s, windows_s: stride-1, unpadded s x s windows of this channel.
             for s in WINDOW_SIZES:
@@ -142,6 +158,7 @@ def brute_force(
                     raise ValueError("a ReLU output cannot be negative")
                 out[n][c][row][col] = 0  # set to 0 downstream
                 counted[row][col] = True
+                marked[n][c][row][col] = True
 
             if kind == "oracle":  # every zero cell is predicted; nothing is a pattern cell
                 for row in range(height):
@@ -170,6 +187,17 @@ def brute_force(
                 for col in range(width):
                     if not counted[row][col]:
                         counts["others"] += 1
+
+    # skip_cells_g: a position of a group of g consecutive channels (the last may be smaller) is
+    # skippable when every channel of the group has it predicted; it counts the group's channels
+    for g in GROUP_SIZES:
+        for n in range(n_images):
+            for first in range(0, n_channels, g):
+                group = range(first, min(first + g, n_channels))
+                for row in range(height):
+                    for col in range(width):
+                        if all(marked[n][c][row][col] for c in group):
+                            counts[f"skip_cells_g{g}"] += len(group)
 
     predicted = torch.tensor(out, dtype=activation.dtype).reshape(activation.shape)
     return counts, predicted

@@ -8,6 +8,8 @@ neither torch nor mlflow, so the analysis stays light. The meaning of every numb
 from __future__ import annotations
 
 WINDOW_SIZES = (1, 2, 3, 4, 5)  # all-zero window sizes s of contract section 4
+GROUP_SIZES = (1, 2, 4, 8, 16, 32)  # decision granularities g of contract section 10: g channels agree
+INDEPENDENT_SIZES = (2, 3, 4, 5)  # window sizes whose all-zero count is set against random placement (section 10)
 
 # tags --------------------------------------------------------------------------------------------
 SWEEP_TAG = "sweep"  # the multirun's sweep dir: parent and children share it
@@ -64,6 +66,8 @@ RATE_METRICS = (
     "mac_saving",
     "predictor_mac_cost",
     "net_mac_saving",
+    *(f"skip/g{g}" for g in GROUP_SIZES),  # the MAC saving hardware keeps when g channels must agree
+    *(f"zero_window_corr/{s}" for s in INDEPENDENT_SIZES),  # all-zero windows over random placement's
 )
 RUN_METRICS = ("top1", "top5", *RATE_METRICS, "images", "model_conv_macs_per_image")
 
@@ -84,8 +88,10 @@ COUNT_COLUMNS = (
     *(f"zero_windows_{s}" for s in WINDOW_SIZES),
     *(f"windows_{s}" for s in WINDOW_SIZES),
 )  # fmt: skip
+SKIP_COLUMNS = tuple(f"skip_cells_g{g}" for g in GROUP_SIZES)  # contract section 10, integers
+INDEPENDENT_COLUMNS = tuple(f"zero_windows_indep_{s}" for s in INDEPENDENT_SIZES)  # section 10, floats
 SETTING_COLUMNS = ("predictor", "window", "pattern", "threshold")  # what was applied at the layer
 CSV_COLUMNS = (
     "index", "name", "convs", "macs_per_act", *COUNT_COLUMNS,
-    *SETTING_COLUMNS, "mass", "miss_mass", "predictor_macs",
+    *SETTING_COLUMNS, "mass", "miss_mass", "predictor_macs", *SKIP_COLUMNS, *INDEPENDENT_COLUMNS,
 )  # fmt: skip

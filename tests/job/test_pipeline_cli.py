@@ -21,12 +21,14 @@ CONTRACT_METRICS = {
     "top1", "top5", "sparsity", "mac_saving", "images", "model_conv_macs_per_image",
     *(f"zero_window/{s}" for s in range(1, 6)),
     *(f"frac/{k}" for k in ("pred_hit", "pred_miss", "zero_diag", "others", "miss_mass")),
+    *(f"skip/g{g}" for g in (1, 2, 4, 8, 16, 32)), *(f"zero_window_corr/{s}" for s in (2, 3, 4, 5)),
     "predictor_mac_cost", "net_mac_saving",
 }  # fmt: skip
 CSV_COLUMNS = [  # contract sections 5, 7-9
     "index", "name", "convs", "macs_per_act", "acts", "zeros", "zero_diag", "pred_hit", "pred_miss",
     "others", "macs_saved", *(f"zero_windows_{s}" for s in range(1, 6)), *(f"windows_{s}" for s in range(1, 6)),
     "predictor", "window", "pattern", "threshold", "mass", "miss_mass", "predictor_macs",
+    *(f"skip_cells_g{g}" for g in (1, 2, 4, 8, 16, 32)), *(f"zero_windows_indep_{s}" for s in (2, 3, 4, 5)),
 ]  # fmt: skip
 LIMIT = "data.limit=300"
 
@@ -82,6 +84,17 @@ def test_each_run_has_every_contract_metric_param_and_artifact(sweep):
         assert metrics["sparsity"] == pytest.approx(sum(int(r["zeros"]) for r in rows) / acts, rel=1e-12)
         saved = sum(int(r["macs_saved"]) for r in rows)
         assert metrics["mac_saving"] == pytest.approx(saved / (metrics["model_conv_macs_per_image"] * 300), rel=1e-12)
+        # section 10: skip/g1 is mac_saving exactly; a wider group never keeps more; skip/g from the csv
+        assert metrics["skip/g1"] == metrics["mac_saving"]
+        assert all(metrics[f"skip/g{2 * g}"] <= metrics[f"skip/g{g}"] for g in (1, 2, 4, 8, 16))
+        conv_macs = metrics["model_conv_macs_per_image"] * 300
+        for g in (8, 32):
+            skipped = sum(int(r[f"skip_cells_g{g}"]) * int(r["macs_per_act"]) for r in rows)
+            assert metrics[f"skip/g{g}"] == pytest.approx(skipped / conv_macs, rel=1e-12)
+        observed = sum(int(r["zero_windows_2"]) for r in rows)
+        assert metrics["zero_window_corr/2"] == pytest.approx(
+            observed / sum(float(r["zero_windows_indep_2"]) for r in rows), rel=1e-9
+        )
         for r in rows:
             assert int(r["others"]) == int(r["acts"]) - int(r["zero_diag"]) - int(r["pred_hit"]) - int(r["pred_miss"])
             assert metrics[f"layer/{r['name']}/sparsity"] == pytest.approx(int(r["zeros"]) / int(r["acts"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -11,12 +12,15 @@ from bruteforce import brute_force, random_activation
 from pipeline.measurement import kernels
 from pipeline.measurement.counts import (
     CSV_COLUMNS,
+    MASS_KEYS,
     MEASURED_KEYS,
     WINDOW_SIZES,
     LayerCounts,
+    independent_windows,
     measure,
     measure_torch,
     rate_metrics,
+    skip_cell_counts,
     window_totals,
     zero_window_counts,
 )
@@ -75,6 +79,8 @@ def test_measure_5x5_window_3_by_hand(path: str) -> None:
         "windows_3": 9,
         "windows_4": 4,
         "windows_5": 1,
+        # one channel: every group is that channel, so each g skips the 14 predicted cells
+        **{f"skip_cells_g{g}": 14 for g in (1, 2, 4, 8, 16, 32)},
     }
     assert output.count_nonzero() == 1 and output[0, 0, 3, 3] == 1  # only tile (3,3) kept its values
     layer = LayerCounts(0, "conv", ("conv",), macs_per_act=10)
@@ -93,7 +99,7 @@ def test_measure_counts_before_prediction_and_without_predictor(path: str) -> No
         _, counts = run(MAP_5x5.clone(), make_predictor("tile", k))
         predicted = as_dict(counts)
         for key in COUNT_KEYS:
-            if key not in ("zero_diag", "pred_hit", "pred_miss"):
+            if key not in ("zero_diag", "pred_hit", "pred_miss") and not key.startswith("skip_cells"):
                 assert predicted[key] == base[key], key
 
 
@@ -256,7 +262,8 @@ def test_layer_counts_accumulate_and_row(path: str) -> None:
     assert [getattr(layer, key) for key in MEASURED_KEYS[:5]] == summed[:5]
     assert [layer.zero_windows[s] for s in WINDOW_SIZES] == summed[5:10]
     assert [layer.windows[s] for s in WINDOW_SIZES] == summed[10:15]
-    assert layer.predictor_macs == summed[15] == 0
+    assert [layer.skip_cells[g] for g in (1, 2, 4, 8, 16, 32)] == summed[15:21]
+    assert layer.predictor_macs == summed[21] == 0
     assert layer.mass == 2 * (7 + 2 + 9 + 1 + 5 + 6)
     # miss mass at k = 3: 7, 2, 9, 5 and 6 are predicted (test_prediction works it out by hand)
     assert first.masses[1] == 7 + 2 + 9 + 5 + 6
@@ -267,8 +274,10 @@ def test_layer_counts_accumulate_and_row(path: str) -> None:
     assert row["others"] == layer.acts - layer.zero_diag - layer.pred_hit - layer.pred_miss
     assert row["macs_saved"] == (layer.pred_hit + layer.pred_miss) * 1216
     assert row["predictor"] == "none" and row["window"] == row["pattern"] == row["threshold"] == ""
-    integers = [key for key in CSV_COLUMNS if key not in ("name", "convs", *SETTING_COLUMNS, "mass", "miss_mass")]
+    floats = ("mass", "miss_mass", *(f"zero_windows_indep_{s}" for s in (2, 3, 4, 5)))
+    integers = [key for key in CSV_COLUMNS if key not in ("name", "convs", *SETTING_COLUMNS, *floats)]
     assert all(isinstance(row[key], int) for key in integers)
+    assert all(isinstance(row[key], float) for key in floats)
 
 
 def test_rate_metrics_by_hand() -> None:
@@ -340,10 +349,11 @@ def test_the_kernel_is_a_torch_operator_with_a_fake_kernel():
     for mode, window, given in [(0, 1, None), (1, 3, None), (2, 3, None), (3, 1, None), (4, 3, tiles), (5, 3, cells)]:
         given = None if given is None else given.to(torch.uint8)
         op = kernels.load().default
-        torch.library.opcheck(op, (activation.clone(), pattern, given, window, mode, 0.0, True, 2))
-        counts, masses = op(activation.clone(), pattern, given, window, mode, 0.0, True, 2)
+        for predicted in (None, torch.zeros(activation.shape, dtype=torch.uint8)):
+            torch.library.opcheck(op, (activation.clone(), pattern, given, predicted, window, mode, 0.0, True, 2))
+        counts, masses = op(activation.clone(), pattern, given, None, window, mode, 0.0, True, 2)
         with FakeTensorMode() as fake:
-            inputs = [None if t is None else fake.from_tensor(t) for t in (activation, pattern, given)]
+            inputs = [None if t is None else fake.from_tensor(t) for t in (activation, pattern, given, None)]
             shapes = op(*inputs, window, mode, 0.0, True, 2)
         assert [(t.shape, t.dtype) for t in shapes] == [(counts.shape, counts.dtype), (masses.shape, masses.dtype)]
         assert counts[0] == int((activation == 0).sum()), mode  # the zeros, whatever the mode
@@ -356,8 +366,12 @@ def test_given_cells_predicts_only_non_pattern_cells_by_hand():
     are computed whatever `given` says, and the zero one, (0, 0), is zero_diag."""
     activation = torch.tensor([[[[0.0, 0.0], [3.0, 5.0]]]])
     given = torch.ones(1, 1, 2, 2, dtype=torch.uint8)
-    counts, masses = kernels.measure_op(activation, torch.eye(2, dtype=torch.uint8), given, 2, 5, 0.0, True)
+    predicted = torch.full((1, 1, 2, 2), 7, dtype=torch.uint8)  # overwritten: 1 where predicted, else 0
+    counts, masses = kernels.measure_op(
+        activation, torch.eye(2, dtype=torch.uint8), given, 2, 5, 0.0, True, predicted
+    )
     assert counts.tolist()[:4] == [2, 1, 1, 1]  # zeros, zero_diag, pred_hit, pred_miss
+    assert predicted.tolist() == [[[[0, 1], [1, 0]]]]
     assert masses.tolist() == [8.0, 3.0]
     assert activation.flatten().tolist() == [0.0, 0.0, 0.0, 5.0]  # the pattern cell 5 kept
 
@@ -368,3 +382,83 @@ def test_the_kernel_is_built_where_the_set_up_ran():
     if os.environ.get("CI", "").lower() in ("", "0", "false"):
         pytest.skip("outside CI a machine without a C++ compiler falls back to the torch path")
     assert kernels.load() is not None, "the counting kernel did not build: see the warning above"
+
+
+def test_skip_cells_at_each_group_size_by_hand() -> None:
+    """Contract section 10 on 5 channels of one image, one row of 3 cells, predicted (1) or not (0):
+        channel 0: 1 1 0      channel 1: 1 0 0      channel 2: 1 1 1      channel 3: 1 1 0      channel 4: 0 1 1
+    g = 1: every predicted cell, 2 + 1 + 3 + 2 + 2 = 10.
+    g = 2: groups {0, 1}, {2, 3}, {4}: column 0 in both of {0, 1} (2 cells); columns 0, 1 of {2, 3} (4);
+           columns 1, 2 of the one-channel group {4} (2): 8.
+    g = 4: groups {0..3}, {4}: column 0 of {0..3} (4 cells); {4} as before (2): 6.
+    g >= 8: one group of all 5: no column is predicted in every channel (channel 4 computes column 0): 0."""
+    rows = [[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 1, 0], [0, 1, 1]]
+    predicted = torch.tensor(rows, dtype=torch.bool)[None, :, None, :]  # (1, 5, 1, 3)
+    assert skip_cell_counts(predicted).tolist() == [10, 8, 6, 0, 0, 0]
+    # two images add; a layer with no prediction skips nothing
+    assert skip_cell_counts(predicted.repeat(2, 1, 1, 1)).tolist() == [20, 16, 12, 0, 0, 0]
+    assert skip_cell_counts(torch.zeros(2, 5, 3, 3, dtype=torch.bool)).tolist() == [0] * 6
+    # everything predicted: every g keeps every cell (the last, smaller groups count their own channels)
+    assert skip_cell_counts(torch.ones(1, 37, 2, 2, dtype=torch.bool)).tolist() == [37 * 4] * 6
+
+
+def test_skip_cells_equal_brute_force_on_random_masks_and_channel_counts() -> None:
+    generator = torch.Generator().manual_seed(3)
+    for channels in (1, 3, 8, 17, 33, 64):
+        predicted = torch.rand(2, channels, 3, 4, generator=generator) < 0.85
+        expected = []
+        for g in (1, 2, 4, 8, 16, 32):
+            total = 0
+            for first in range(0, channels, g):
+                group = predicted[:, first : first + g]
+                total += int(group.all(dim=1).sum()) * group.shape[1]
+            expected.append(total)
+        assert skip_cell_counts(predicted).tolist() == expected, channels
+
+
+def test_independent_windows_by_hand() -> None:
+    """A 3 x 3 map with z = 5 zeros: a 2 x 2 window is all zero with probability 5*4*3*2 / (9*8*7*6) = 120 / 3024
+    and the map has 4 such windows: 480 / 3024; a 3 x 3 window needs 9 zeros (z < 9): 0; 4 x 4 does not fit.
+    A map with 9 zeros: every window all zero for sure (4 and 1)."""
+    expected = 4 * (5 * 4 * 3 * 2) / (9 * 8 * 7 * 6)
+    assert independent_windows(torch.tensor([5]), 3, 3).tolist() == pytest.approx([expected, 0.0, 0.0, 0.0])
+    assert independent_windows(torch.tensor([[5, 9]]), 3, 3).tolist() == pytest.approx([expected + 4, 1.0, 0, 0])
+    assert independent_windows(torch.tensor([3, 0]), 3, 3).tolist() == [0.0, 0.0, 0.0, 0.0]  # fewer than 4 zeros
+
+
+@pytest.mark.parametrize("window", [None, 2, 3])
+@pytest.mark.parametrize("shape", [(2, 3, 7, 11), (1, 2, 5, 5), (3, 2, 6, 6), (1, 1, 1, 9)], ids=shape_id)
+def test_independent_windows_equal_brute_force(shape, window, path: str) -> None:
+    # on the layer's output before its own prediction, whatever the layer predicts
+    activation = random_activation(shape, seed=77 + sum(shape))
+    expected, _ = brute_force(activation, window)
+    predictor = None if window is None else make_predictor("tile", window)
+    result = measure(activation.clone(), predictor)
+    got = dict(zip(MASS_KEYS, result.masses.tolist(), strict=True))
+    for s in (2, 3, 4, 5):
+        assert got[f"zero_windows_indep_{s}"] == pytest.approx(
+            expected[f"zero_windows_indep_{s}"], rel=1e-12, abs=1e-12
+        )
+
+
+def test_skip_and_correlation_rates_by_hand() -> None:
+    """skip/g<g> = sum skip_cells_g * macs_per_act / conv MACs; skip/g1 is mac_saving exactly;
+    zero_window_corr/<s> = sum zero_windows_s / sum zero_windows_indep_s, NaN with nothing expected."""
+    first = LayerCounts(0, "a", ("a",), macs_per_act=9, acts=100, pred_hit=20, pred_miss=5)
+    first.skip_cells = {1: 25, 2: 20, 4: 12, 8: 4, 16: 0, 32: 0}
+    first.zero_windows = {1: 60, 2: 30, 3: 10, 4: 0, 5: 0}
+    first.zero_windows_indep = {2: 12.0, 3: 0.5, 4: 0.0, 5: 0.0}
+    second = LayerCounts(1, "b", ("b",), macs_per_act=100, acts=50, pred_hit=6, pred_miss=2)
+    second.skip_cells = {1: 8, 2: 8, 4: 6, 8: 6, 16: 6, 32: 0}
+    second.zero_windows = {1: 20, 2: 5, 3: 1, 4: 0, 5: 0}
+    second.zero_windows_indep = {2: 3.0, 3: 1.5, 4: 0.0, 5: 0.0}
+    metrics = rate_metrics([first, second], conv_macs=10_000)
+    assert metrics["skip/g1"] == metrics["mac_saving"] == (25 * 9 + 8 * 100) / 10_000
+    assert metrics["skip/g2"] == pytest.approx((20 * 9 + 8 * 100) / 10_000)
+    assert metrics["skip/g8"] == pytest.approx((4 * 9 + 6 * 100) / 10_000)
+    assert metrics["skip/g16"] == pytest.approx(600 / 10_000) and metrics["skip/g32"] == 0.0
+    assert metrics["zero_window_corr/2"] == pytest.approx(35 / 15.0)
+    assert metrics["zero_window_corr/3"] == pytest.approx(11 / 2.0)
+    assert math.isnan(metrics["zero_window_corr/4"]) and math.isnan(metrics["zero_window_corr/5"])
+    row = first.row()
+    assert row["skip_cells_g8"] == 4 and row["zero_windows_indep_3"] == 0.5

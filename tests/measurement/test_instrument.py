@@ -22,7 +22,13 @@ def as_dict(counts: LayerCounts) -> dict[str, int]:
     values = {key: getattr(counts, key) for key in ("acts", "zeros", "zero_diag", "pred_hit", "pred_miss")}
     values.update({f"zero_windows_{s}": v for s, v in counts.zero_windows.items()})
     values.update({f"windows_{s}": v for s, v in counts.windows.items()})
+    values.update({f"skip_cells_g{g}": v for g, v in counts.skip_cells.items()})
     return values
+
+
+def one_channel(predicted: int) -> dict[str, int]:
+    """skip_cells_g<g> of a one-channel layer: every group is that channel (contract section 10)."""
+    return {f"skip_cells_g{g}": predicted for g in (1, 2, 4, 8, 16, 32)}
 
 
 def without_others(counts: dict[str, int]) -> dict[str, int]:
@@ -91,12 +97,12 @@ def test_predicted_zeros_propagate_to_the_next_layer_by_hand(path: str) -> None:
     assert as_dict(layer0) == {
         "acts": 16, "zeros": 12, "zero_diag": 6, "pred_hit": 3, "pred_miss": 3,
         "zero_windows_1": 12, "zero_windows_2": 2, "zero_windows_3": 0, "zero_windows_4": 0,
-        "zero_windows_5": 0, **windows,
+        "zero_windows_5": 0, **windows, **one_channel(6),
     }  # fmt: skip
     assert as_dict(layer1) == {
         "acts": 16, "zeros": 10, "zero_diag": 4, "pred_hit": 4, "pred_miss": 0,
         "zero_windows_1": 10, "zero_windows_2": 3, "zero_windows_3": 0, "zero_windows_4": 0,
-        "zero_windows_5": 0, **windows,
+        "zero_windows_5": 0, **windows, **one_channel(4),
     }  # fmt: skip
     assert (layer0.others, layer1.others) == (16 - 12, 16 - 8)
     assert (layer0.macs_saved, layer1.macs_saved) == (6 * 1, 4 * 9)

@@ -12,7 +12,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from pipeline.measurement import counts as counts_module
 from pipeline.measurement import kernels
-from pipeline.measurement.counts import MEASURED_KEYS, measure
+from pipeline.measurement.counts import MASS_KEYS, MEASURED_KEYS, measure
 from pipeline.predictors import KINDS, PATTERNS, LayerInput, make_predictor, pattern_mask, register
 from pipeline.predictors.base import Predictor, PredictorConfig
 from pipeline.predictors.random_tiles import image_seed, reference_fire
@@ -32,7 +32,7 @@ def run(predictor: Predictor | None, activation: torch.Tensor, first_image: int 
     """measure() on a copy: (output, {zero_diag, pred_hit, pred_miss, miss_mass, ...})."""
     result = measure(activation.clone(), predictor, first_image)
     counts = dict(zip(MEASURED_KEYS, result.counts.tolist(), strict=True))
-    counts["mass"], counts["miss_mass"] = result.masses.tolist()
+    counts.update(zip(MASS_KEYS, result.masses.tolist(), strict=True))
     return result.output, counts
 
 

@@ -24,7 +24,9 @@
  *                              predictor's decision; a pattern cell is computed whatever `given` says);
  *                              zero_diag = the zero pattern cells.
  * out[0..8] += zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5;
- * mass[0..1] += sum of the values, sum of the values of pred_miss cells (double). Float sums are
+ * mass[0..1] += sum of the values, sum of the values of pred_miss cells (double). When `predicted` is given
+ * (one byte per cell of all planes), it receives 1 for every predicted cell and 0 elsewhere: the mask the
+ * decision-granularity counts (contract section 10) are taken from. Float sums are
  * taken per chunk and added in chunk order, so they do not depend on the thread count.
  * Chunks are split over `threads` OpenMP threads. The pure-torch path in pipeline/measurement/counts.py is
  * the reference this kernel is tested against.
@@ -42,6 +44,7 @@ typedef struct {
     int mode, apply;
     float threshold;
     const uint8_t *given; /* modes 4 and 5: per tile / per cell of all planes */
+    uint8_t *predicted;   /* NULL, or per cell of all planes: 1 where predicted */
     uint8_t *edge;       /* [chunk_planes * hw] min(row, col, 5): s-windows end where edge >= s-1 */
     int32_t *tile_of;    /* [chunk_planes * hw] the tile of each cell (numbered through the chunk) */
     uint8_t *other;      /* [chunk_planes * hw] not a pattern cell (predicted when its tile fires) */
@@ -112,9 +115,14 @@ static void measure_chunk(const layout_t *lay, float *x, int64_t first_plane, in
         next = (next == a) ? b : a;
     }
 
+    uint8_t *restrict mask = lay->predicted ? lay->predicted + first_plane * lay->hw : NULL;
+    if (lay->mode == 0 || (lay->k <= 1 && lay->mode != 3)) {
+        if (mask) memset(mask, 0, (size_t)n); /* nothing predicted */
+    }
     if (lay->mode == 0) return;
     if (lay->mode == 3) { /* the zero cells: all hits, nothing lost, nothing to zero */
         out[2] += count;
+        if (mask) memcpy(mask, z, (size_t)n);
         return;
     }
     const float t = lay->threshold;
@@ -171,6 +179,7 @@ count_predicted:;
         hit += fired[e] & z[e];
     }
     const double lost = block_sum(x, fired, n); /* zero cells add nothing: the pred_miss mass */
+    if (mask) memcpy(mask, fired, (size_t)n);
     if (lay->apply) {
         uint32_t *restrict bits = (uint32_t *)x; /* -fno-strict-aliasing: float bits as integers */
         for (int64_t e = 0; e < n; e++) bits[e] &= (uint32_t)fired[e] - 1u; /* predicted: +0.0f */
@@ -199,10 +208,10 @@ static int run_job(job_t *job) { /* 0 on success */
 }
 
 static int build_layout(layout_t *lay, int64_t h, int64_t w, int64_t k, const uint8_t *pattern, int mode,
-                        float threshold, int apply, const uint8_t *given) {
+                        float threshold, int apply, const uint8_t *given, uint8_t *predicted) {
     memset(lay, 0, sizeof(*lay));
     lay->h = h; lay->w = w; lay->hw = h * w; lay->k = k; lay->mode = mode; lay->threshold = threshold;
-    lay->apply = apply; lay->given = given;
+    lay->apply = apply; lay->given = given; lay->predicted = predicted;
     lay->chunk_planes = lay->hw >= CHUNK ? 1 : CHUNK / lay->hw;
     int64_t n = lay->chunk_planes * lay->hw;
     lay->edge = (uint8_t *)malloc((size_t)n);
@@ -252,14 +261,16 @@ static void free_layout(layout_t *lay) {
 
 /* Returns 0 on success. mode 0: statistics only (a layer that predicts nothing); 1: tile rule with
    `threshold`; 2: tile oracle; 3: the zero cells; 4: given tiles; 5: given cells (see the header).
-   `pattern` is the k x k pattern (uint8), read in modes 1, 2, 4 and 5; `given` in modes 4 and 5. */
+   `pattern` is the k x k pattern (uint8), read in modes 1, 2, 4 and 5; `given` in modes 4 and 5;
+   `predicted` (NULL: not written) receives the predicted cells. */
 int cnp_measure(float *data, int64_t planes, int64_t h, int64_t w, int64_t k, const uint8_t *pattern, int mode,
-                float threshold, int apply, int threads, int64_t *out, double *mass, const uint8_t *given) {
+                float threshold, int apply, int threads, int64_t *out, double *mass, const uint8_t *given,
+                uint8_t *predicted) {
     if (planes <= 0 || h <= 0 || w <= 0) return 0;
     if (mode < 0 || mode > 5 || ((mode == 4 || mode == 5) && !given)) return 2;
     if (mode != 0 && mode != 3 && k < 1) return 2;
     layout_t lay;
-    if (build_layout(&lay, h, w, k, pattern, mode, threshold, apply, given)) { free_layout(&lay); return 1; }
+    if (build_layout(&lay, h, w, k, pattern, mode, threshold, apply, given, predicted)) { free_layout(&lay); return 1; }
     int64_t chunks = (planes + lay.chunk_planes - 1) / lay.chunk_planes;
     double *chunk_mass = (double *)calloc((size_t)(chunks * NMASS), sizeof(double));
     if (!chunk_mass) { free_layout(&lay); return 1; }
