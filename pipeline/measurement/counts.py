@@ -8,9 +8,9 @@ prediction; :class:`LayerCounts` holds the sums of one layer over a whole evalua
 
 The statistics that do not depend on the predictor (acts, zeros, all-zero windows, mass) are
 taken apart from it. The prediction is counted from the predictor's masks (any kind, any device:
-the reference), or, for the kinds the fused C kernel knows, inside the kernel in the same pass; the
-kernel hands back the predicted cells, from which the decision-granularity counts (``skip_cells_g<g>``:
-what survives when g consecutive channels must agree) are taken in torch, as on the reference path.
+the reference), or, for the kinds the fused C kernel knows, inside the kernel in the same pass, the
+decision-granularity counts (``skip_cells_g<g>``: what survives when g consecutive channels must agree)
+and the chance level of the all-zero windows included.
 """
 
 from __future__ import annotations
@@ -164,22 +164,13 @@ def measure(
     """
     if not (kernels.fits(activation) and kernels.load() is not None):
         return measure_torch(activation, predictor, first_image)
-    h, w = activation.shape[-2:]
-    independent = independent_windows((activation == 0).sum(dim=(2, 3)), h, w) if counting else None
     firing = NOTHING if predictor is None else predictor.firing(LayerInput(activation, None, first_image))
     if firing is not None:
-        predicted = torch.empty(activation.shape, dtype=torch.uint8) if counting and predictor is not None else None
-        result = _kernel(activation, firing, apply=True, predicted=predicted)
-        if predicted is not None:
-            result.counts[_SKIP] += skip_cell_counts(predicted.view(torch.bool))
+        result = _kernel(activation, firing, apply=True, extra=counting)
         if predictor is not None:
             result.counts[-1] += predictor.macs(tuple(activation.shape))
-        if independent is not None:
-            result.masses[_INDEPENDENT] += independent
         return result
-    statistics = _kernel(activation, NOTHING, apply=False)
-    if independent is not None:
-        statistics.masses[_INDEPENDENT] += independent
+    statistics = _kernel(activation, NOTHING, apply=False, extra=counting)
     return _predict(activation, predictor, first_image, statistics.counts, statistics.masses)
 
 
@@ -268,23 +259,23 @@ def _given(firing: Firing, shape: tuple[int, ...]) -> Tensor | None:
     return given.view(torch.uint8) if given.dtype == torch.bool else given.to(torch.uint8)  # bool: its bytes
 
 
-def _kernel(activation: Tensor, firing: Firing, apply: bool, predicted: Tensor | None = None) -> Measurement:
+def _kernel(activation: Tensor, firing: Firing, apply: bool, extra: bool = True) -> Measurement:
     """The fused kernel on a contiguous float32 CPU tensor (prediction applied in place when ``apply``;
-    the predicted cells written to ``predicted``, uint8 of the activation's shape, when given). The
-    section-10 counts are left 0 here: the caller adds them."""
+    the section-10 counts too when ``extra``)."""
     n, c, h, w = activation.shape
     pattern = torch.ones(1, dtype=torch.uint8) if firing.pattern is None else firing.pattern.to(torch.uint8)
     pattern = pattern.contiguous()
     given = _given(firing, tuple(activation.shape))
     # zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5; mass, miss_mass
+    # zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5, skip_cells_g1..g32; the MASS_KEYS
     out, masses = kernels.measure_op(
         activation, pattern, given, firing.window, KERNEL_MODES[firing.rule], float(firing.threshold), apply,
-        predicted,
+        extra=extra,
     )  # fmt: skip
     head = torch.tensor([activation.numel()], dtype=torch.int64)
-    tail = torch.tensor([*window_totals(activation.shape), *[0] * len(SKIP_COLUMNS), 0], dtype=torch.int64)
-    masses = torch.cat([masses, torch.zeros(len(INDEPENDENT_SIZES), dtype=torch.float64)])
-    return Measurement(activation, torch.cat([head, out[:4], out[4:], tail]), masses)
+    windows = torch.tensor(window_totals(activation.shape), dtype=torch.int64)
+    return Measurement(activation, torch.cat([head, out[:9], windows, out[9:], torch.zeros(1, dtype=torch.int64)]),
+                       masses)  # fmt: skip
 
 
 @dataclass

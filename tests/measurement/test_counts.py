@@ -350,11 +350,12 @@ def test_the_kernel_is_a_torch_operator_with_a_fake_kernel():
         given = None if given is None else given.to(torch.uint8)
         op = kernels.load().default
         for predicted in (None, torch.zeros(activation.shape, dtype=torch.uint8)):
-            torch.library.opcheck(op, (activation.clone(), pattern, given, predicted, window, mode, 0.0, True, 2))
-        counts, masses = op(activation.clone(), pattern, given, None, window, mode, 0.0, True, 2)
+            arguments = (activation.clone(), pattern, given, predicted, window, mode, 0.0, True, True, 2)
+            torch.library.opcheck(op, arguments)
+        counts, masses = op(activation.clone(), pattern, given, None, window, mode, 0.0, True, True, 2)
         with FakeTensorMode() as fake:
             inputs = [None if t is None else fake.from_tensor(t) for t in (activation, pattern, given, None)]
-            shapes = op(*inputs, window, mode, 0.0, True, 2)
+            shapes = op(*inputs, window, mode, 0.0, True, True, 2)
         assert [(t.shape, t.dtype) for t in shapes] == [(counts.shape, counts.dtype), (masses.shape, masses.dtype)]
         assert counts[0] == int((activation == 0).sum()), mode  # the zeros, whatever the mode
 
@@ -372,7 +373,8 @@ def test_given_cells_predicts_only_non_pattern_cells_by_hand():
     )
     assert counts.tolist()[:4] == [2, 1, 1, 1]  # zeros, zero_diag, pred_hit, pred_miss
     assert predicted.tolist() == [[[[0, 1], [1, 0]]]]
-    assert masses.tolist() == [8.0, 3.0]
+    assert masses.tolist() == [8.0, 3.0, 0.0, 0.0, 0.0, 0.0]  # 2 zeros: no 2 x 2 window is all zero by chance
+    assert counts.tolist()[9:] == [2] * 6  # one channel: every g skips both predicted cells
     assert activation.flatten().tolist() == [0.0, 0.0, 0.0, 5.0]  # the pattern cell 5 kept
 
 

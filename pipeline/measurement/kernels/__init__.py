@@ -89,9 +89,9 @@ def load():
 _FAKE: list[bool] = []
 
 
-def _measure_fake(activation, pattern, given, predicted, window, rule, threshold, apply, threads):
-    """Shapes only (tracing, torch.compile, meta and fake tensors): nine counts and two sums."""
-    return activation.new_empty(9, dtype=torch.int64), activation.new_empty(2, dtype=torch.float64)
+def _measure_fake(activation, pattern, given, predicted, window, rule, threshold, apply, extra, threads):
+    """Shapes only (tracing, torch.compile, meta and fake tensors): 15 counts and 6 sums."""
+    return activation.new_empty(15, dtype=torch.int64), activation.new_empty(6, dtype=torch.float64)
 
 
 def fits(activation: torch.Tensor) -> bool:
@@ -132,13 +132,15 @@ def measure_op(
     threshold: float,
     apply: bool,
     predicted: Optional[torch.Tensor] = None,
+    extra: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``cnp::measure`` on a contiguous float32 CPU tensor (N, C, H, W), with this process's thread count.
-    Returns the int64 counts (zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5) and the float64 sums
-    (mass, miss_mass); with ``apply`` the predicted cells of ``activation`` are zeroed in place; ``predicted``
+    Returns the int64 counts (zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5, skip_cells_g1..g32)
+    and the float64 sums (mass, miss_mass, zero_windows_indep_2..5; the section-10 ones 0 unless ``extra``);
+    with ``apply`` the predicted cells of ``activation`` are zeroed in place; ``predicted``
     (uint8, one byte per cell, or None) receives 1 at every predicted cell and 0 elsewhere. ``rule``: the
     kernel's number for a firing rule (``pipeline.measurement.counts.KERNEL_MODES``)."""
     op = load()
     if op is None:
         raise RuntimeError("cnp::measure is not built here (no C++ compiler or ninja): use the torch path")
-    return op(activation, pattern, given, predicted, window, rule, threshold, apply, threads())
+    return op(activation, pattern, given, predicted, window, rule, threshold, apply, extra, threads())

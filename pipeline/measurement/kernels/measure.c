@@ -25,8 +25,14 @@
  *                              zero_diag = the zero pattern cells.
  * out[0..8] += zeros, zero_diag, pred_hit, pred_miss, zero_windows_1..5;
  * mass[0..1] += sum of the values, sum of the values of pred_miss cells (double). When `predicted` is given
- * (one byte per cell of all planes), it receives 1 for every predicted cell and 0 elsewhere: the mask the
- * decision-granularity counts (contract section 10) are taken from. Float sums are
+ * (one byte per cell of all planes), it receives 1 for every predicted cell and 0 elsewhere.
+ * With `extra` (contract section 10):
+ *   out[9..14] += skip_cells_g1, g2, g4, g8, g16, g32: after the planes are measured, a second pass over
+ *     each image's channels in blocks of 32 ANDs the predicted masks of channel pairs, then pairs of pairs
+ *     (groups of 2g are pairs of groups of g; channels past C count as predicted and as no cells), and
+ *     counts each group's all-predicted positions times its channels;
+ *   mass[2..5] += zero_windows_indep_2..5: per plane with z zeros, (H-s+1)(W-s+1) * prod_{i<s*s}
+ *     (z-i)/(HW-i), from a table over z built once per call. Float sums are
  * taken per chunk and added in chunk order, so they do not depend on the thread count.
  * Chunks are split over `threads` OpenMP threads. The pure-torch path in pipeline/measurement/counts.py is
  * the reference this kernel is tested against.
@@ -35,8 +41,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NOUT 9
-#define NMASS 2
+#define NOUT 15
+#define NMASS 6
+#define NGROUPS 6 /* g = 1, 2, 4, 8, 16, 32 */
+#define NINDEP 4  /* s = 2..5 */
 #define CHUNK 16384
 
 typedef struct {
@@ -45,6 +53,8 @@ typedef struct {
     float threshold;
     const uint8_t *given; /* modes 4 and 5: per tile / per cell of all planes */
     uint8_t *predicted;   /* NULL, or per cell of all planes: 1 where predicted */
+    int extra;            /* the section-10 counts */
+    double *indep;        /* [NINDEP * (hw + 1)] expected all-zero s-windows of a plane with z zeros */
     uint8_t *edge;       /* [chunk_planes * hw] min(row, col, 5): s-windows end where edge >= s-1 */
     int32_t *tile_of;    /* [chunk_planes * hw] the tile of each cell (numbered through the chunk) */
     uint8_t *other;      /* [chunk_planes * hw] not a pattern cell (predicted when its tile fires) */
@@ -106,6 +116,14 @@ static void measure_chunk(const layout_t *lay, float *x, int64_t first_plane, in
     out[0] += count;
     out[4] += count; /* 1x1 all-zero windows are the zero cells */
     mass[0] += block_sum(x, NULL, n);
+    if (lay->extra) { /* the chance level of every plane, in plane order */
+        for (int64_t q = 0; q < nplanes; q++) {
+            int32_t zq = 0;
+            const uint8_t *restrict zp = z + q * lay->hw;
+            for (int64_t e = 0; e < lay->hw; e++) zq += zp[e];
+            for (int i = 0; i < NINDEP; i++) mass[2 + i] += lay->indep[i * (lay->hw + 1) + zq];
+        }
+    }
 
     const uint8_t *in = z;
     uint8_t *next = a;
@@ -208,10 +226,23 @@ static int run_job(job_t *job) { /* 0 on success */
 }
 
 static int build_layout(layout_t *lay, int64_t h, int64_t w, int64_t k, const uint8_t *pattern, int mode,
-                        float threshold, int apply, const uint8_t *given, uint8_t *predicted) {
+                        float threshold, int apply, const uint8_t *given, uint8_t *predicted, int extra) {
     memset(lay, 0, sizeof(*lay));
     lay->h = h; lay->w = w; lay->hw = h * w; lay->k = k; lay->mode = mode; lay->threshold = threshold;
-    lay->apply = apply; lay->given = given; lay->predicted = predicted;
+    lay->apply = apply; lay->given = given; lay->predicted = predicted; lay->extra = extra;
+    if (extra) {
+        lay->indep = (double *)malloc((size_t)(NINDEP * (lay->hw + 1)) * sizeof(double));
+        if (!lay->indep) return 1;
+        for (int i = 0; i < NINDEP; i++) {
+            const int64_t s = 2 + i, need = s * s;
+            const double windows = (s <= h && s <= w) ? (double)((h - s + 1) * (w - s + 1)) : 0.0;
+            for (int64_t z = 0; z <= lay->hw; z++) {
+                double p = windows;
+                for (int64_t j = 0; j < need && p > 0.0; j++) p *= z > j ? (double)(z - j) / (double)(lay->hw - j) : 0.0;
+                lay->indep[i * (lay->hw + 1) + z] = p;
+            }
+        }
+    }
     lay->chunk_planes = lay->hw >= CHUNK ? 1 : CHUNK / lay->hw;
     int64_t n = lay->chunk_planes * lay->hw;
     lay->edge = (uint8_t *)malloc((size_t)n);
@@ -256,25 +287,102 @@ static int build_layout(layout_t *lay, int64_t h, int64_t w, int64_t k, const ui
 }
 
 static void free_layout(layout_t *lay) {
+    free(lay->indep);
     free(lay->edge); free(lay->tile_of); free(lay->other); free(lay->basis); free(lay->pattern_cells); free(lay->pattern_tile);
+}
+
+static int64_t byte_sum(const uint8_t *restrict v, int64_t n) {
+    int64_t total = 0;
+    int32_t part = 0;
+    for (int64_t e = 0; e < n; e++) {
+        part += v[e];
+        if ((e & 0xFFFFF) == 0xFFFFF) { total += part; part = 0; }
+    }
+    return total + part;
+}
+
+/* skip_cells_g<g> for g = 2..32 of the predicted masks `mask` ([images * channels * hw]) into out[1..5]
+   (out[0], g = 1, is the predicted cells: the caller has it). 0 on success. */
+static int skip_counts(const uint8_t *mask, int64_t images, int64_t channels, int64_t hw, int threads, int64_t *out) {
+    const int64_t blocks = (channels + 31) / 32;
+    int failed = 0;
+    int64_t total[NGROUPS] = {0};
+    if (threads > images * blocks) threads = (int)(images * blocks);
+    if (threads < 1) threads = 1;
+#pragma omp parallel num_threads(threads) reduction(+ : failed)
+    {
+        int64_t mine[NGROUPS] = {0};
+        uint8_t *level = (uint8_t *)malloc((size_t)(16 * hw + 64));
+        if (!level) failed += 1;
+#pragma omp for schedule(static)
+        for (int64_t job = 0; job < images * blocks; job++) {
+            if (!level) continue;
+            const int64_t image = job / blocks, first = (job % blocks) * 32;
+            const uint8_t *base = mask + (image * channels) * hw;
+            for (int64_t j = 0; j < 16; j++) { /* groups of 2: channels first + 2j, first + 2j + 1 */
+                const int64_t c0 = first + 2 * j, c1 = c0 + 1;
+                uint8_t *restrict out2 = level + j * hw;
+                if (c0 >= channels) { memset(out2, 1, (size_t)hw); continue; }
+                const uint8_t *restrict p0 = base + c0 * hw;
+                if (c1 >= channels) { memcpy(out2, p0, (size_t)hw); continue; }
+                const uint8_t *restrict p1 = base + c1 * hw;
+                for (int64_t e = 0; e < hw; e++) out2[e] = p0[e] & p1[e];
+            }
+            int64_t groups = 16, g = 2;
+            for (int lvl = 1; lvl < NGROUPS; lvl++) {
+                for (int64_t j = 0; j < groups; j++) {
+                    int64_t real = channels - (first + j * g);
+                    real = real < 0 ? 0 : (real > g ? g : real);
+                    if (real > 0) mine[lvl] += byte_sum(level + j * hw, hw) * real;
+                }
+                if (lvl + 1 == NGROUPS) break;
+                for (int64_t j = 0; j < groups / 2; j++) { /* in place: group j of 2g from groups 2j, 2j+1 of g */
+                    uint8_t *dst = level + j * hw; /* no restrict: dst is the first source when j = 0 */
+                    const uint8_t *first_half = level + 2 * j * hw, *second_half = level + (2 * j + 1) * hw;
+                    for (int64_t e = 0; e < hw; e++) dst[e] = first_half[e] & second_half[e];
+                }
+                groups /= 2;
+                g *= 2;
+            }
+        }
+        free(level);
+#pragma omp critical
+        {
+            for (int i = 0; i < NGROUPS; i++) total[i] += mine[i];
+        }
+    }
+    for (int i = 1; i < NGROUPS; i++) out[i] += total[i];
+    return failed != 0;
 }
 
 /* Returns 0 on success. mode 0: statistics only (a layer that predicts nothing); 1: tile rule with
    `threshold`; 2: tile oracle; 3: the zero cells; 4: given tiles; 5: given cells (see the header).
    `pattern` is the k x k pattern (uint8), read in modes 1, 2, 4 and 5; `given` in modes 4 and 5;
-   `predicted` (NULL: not written) receives the predicted cells. */
+   `predicted` (NULL: not written) receives the predicted cells; `extra`: the section-10 counts too, over
+   `channels` channels per image (planes = images * channels). */
 int cnp_measure(float *data, int64_t planes, int64_t h, int64_t w, int64_t k, const uint8_t *pattern, int mode,
                 float threshold, int apply, int threads, int64_t *out, double *mass, const uint8_t *given,
-                uint8_t *predicted) {
+                uint8_t *predicted, int extra, int64_t channels) {
     if (planes <= 0 || h <= 0 || w <= 0) return 0;
+    if (extra && (channels <= 0 || planes % channels)) return 2;
+    uint8_t *own = NULL; /* the predicted cells when the caller wants the skip counts but not the mask */
+    const int predicting = mode != 0 && !(k <= 1 && mode != 3);
+    if (extra && predicting && !predicted) {
+        own = (uint8_t *)malloc((size_t)(planes * h * w));
+        if (!own) return 1;
+        predicted = own;
+    }
     if (mode < 0 || mode > 5 || ((mode == 4 || mode == 5) && !given)) return 2;
     if (mode != 0 && mode != 3 && k < 1) return 2;
     layout_t lay;
-    if (build_layout(&lay, h, w, k, pattern, mode, threshold, apply, given, predicted)) { free_layout(&lay); return 1; }
+    if (build_layout(&lay, h, w, k, pattern, mode, threshold, apply, given, predicted, extra)) {
+        free_layout(&lay); free(own); return 1;
+    }
     int64_t chunks = (planes + lay.chunk_planes - 1) / lay.chunk_planes;
     double *chunk_mass = (double *)calloc((size_t)(chunks * NMASS), sizeof(double));
-    if (!chunk_mass) { free_layout(&lay); return 1; }
+    if (!chunk_mass) { free_layout(&lay); free(own); return 1; }
     if (threads < 1) threads = 1;
+    const int all_threads = threads;
     if (threads > chunks) threads = (int)chunks;
     int failed = 0;
     int64_t total[NOUT] = {0};
@@ -291,6 +399,10 @@ int cnp_measure(float *data, int64_t planes, int64_t h, int64_t w, int64_t k, co
             for (int i = 0; i < NOUT; i++) total[i] += job.out[i];
         }
     }
+    if (!failed && extra) {
+        total[9] = total[2] + total[3]; /* g = 1: every predicted cell */
+        if (predicting) failed += skip_counts(predicted, planes / channels, channels, h * w, all_threads, total + 9);
+    }
     if (!failed) {
         for (int i = 0; i < NOUT; i++) out[i] += total[i];
         for (int64_t c = 0; c < chunks; c++) /* in chunk order: the same sums for any thread count */
@@ -298,5 +410,6 @@ int cnp_measure(float *data, int64_t planes, int64_t h, int64_t w, int64_t k, co
     }
     free(chunk_mass);
     free_layout(&lay);
+    free(own);
     return failed != 0;
 }

@@ -17,7 +17,7 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> measure(at::Tensor activation, const at::Tensor& pattern,
                                            const std::optional<at::Tensor>& given,
                                            const std::optional<at::Tensor>& predicted, int64_t window, int64_t rule,
-                                           double threshold, bool apply, int64_t threads) {
+                                           double threshold, bool apply, bool extra, int64_t threads) {
   TORCH_CHECK(activation.dim() == 4 && activation.scalar_type() == at::kFloat && activation.is_contiguous() &&
                   activation.device().is_cpu(),
               "cnp::measure: activation must be a contiguous float32 CPU tensor (N, C, H, W)");
@@ -27,14 +27,14 @@ std::tuple<at::Tensor, at::Tensor> measure(at::Tensor activation, const at::Tens
   TORCH_CHECK(!predicted.has_value() || (predicted->scalar_type() == at::kByte && predicted->is_contiguous() &&
                                          predicted->numel() == activation.numel()),
               "cnp::measure: predicted must be a contiguous uint8 tensor of one byte per cell");
-  auto out = torch::zeros({9}, torch::kInt64);
-  auto masses = torch::zeros({2}, torch::kFloat64);
+  auto out = torch::zeros({15}, torch::kInt64);
+  auto masses = torch::zeros({6}, torch::kFloat64);
   const int64_t n = activation.size(0), c = activation.size(1), h = activation.size(2), w = activation.size(3);
   const int failed = cnp_measure(activation.data_ptr<float>(), n * c, h, w, window, pattern.data_ptr<uint8_t>(),
                                  static_cast<int>(rule), static_cast<float>(threshold), apply ? 1 : 0,
                                  static_cast<int>(threads), out.data_ptr<int64_t>(), masses.data_ptr<double>(),
                                  given.has_value() ? given->data_ptr<uint8_t>() : nullptr,
-                                 predicted.has_value() ? predicted->data_ptr<uint8_t>() : nullptr);
+                                 predicted.has_value() ? predicted->data_ptr<uint8_t>() : nullptr, extra ? 1 : 0, c);
   TORCH_CHECK(failed != 2, "cnp::measure: the kernel refused rule ", rule, " at window ", window);
   TORCH_CHECK(failed == 0, "cnp::measure: the kernel could not allocate its buffers");
   return {out, masses};
@@ -63,7 +63,7 @@ at::Tensor random_tiles(const at::Tensor& activation, const at::Tensor& pattern,
 
 TORCH_LIBRARY(cnp, m) {
   m.def("measure(Tensor(a!) activation, Tensor pattern, Tensor? given, Tensor(b!)? predicted, int window, "
-        "int rule, float threshold, bool apply, int threads) -> (Tensor, Tensor)");
+        "int rule, float threshold, bool apply, bool extra, int threads) -> (Tensor, Tensor)");
   m.def("random_tiles(Tensor activation, Tensor pattern, Tensor seeds, int window, int threads) -> Tensor");
 }
 
