@@ -97,6 +97,7 @@ def brute_force(
     kind: str = "tile",
     threshold: float = 0.0,
     fired_tiles: dict[tuple[int, int], list[tuple[int, int]]] | None = None,
+    group: int = 1,
 ) -> tuple[dict[str, float], Tensor]:
     """Counts of one ReLU output ``activation`` (N, C, H, W) and its predicted tensor.
 
@@ -104,7 +105,8 @@ def brute_force(
     fire, per (image, channel)). ``window`` None is a layer outside the scope (kind none).
     Besides the section-4 keys, ``others`` is counted directly: cells that are neither a pattern
     cell of a firing tile nor predicted; and the section-10 keys ``skip_cells_g<g>`` and
-    ``zero_windows_indep_<s>`` (a float).
+    ``zero_windows_indep_<s>`` (a float). ``group`` g (section 10): the channels c // g share one decision,
+    a tile (or for ``oracle`` a cell) fires in all of them when it fires in every one of them alone.
     """
     if window is None:
         kind = "none"
@@ -115,6 +117,18 @@ def brute_force(
     counts.update(others=0, mass=0.0, miss_mass=0.0)
     counts.update({f"zero_windows_indep_{s}": 0.0 for s in INDEPENDENT_SIZES})
     marked = [[[[False] * width for _ in range(height)] for _ in range(n_channels)] for _ in range(n_images)]
+
+    def members(c: int) -> range:
+        """The channels of c's group: g consecutive channels, the last group cut at C."""
+        first = c // group * group
+        return range(first, min(first + group, n_channels))
+
+    def alone(n: int, c: int, top: int, left: int) -> bool:
+        """Whether the tile at (top, left) of map (n, c) fires on its own (kinds with tiles)."""
+        cells = tile_cells(top, left, window, height, width, pattern)
+        if kind == "random":
+            return (top, left) in fired_tiles[n, c]
+        return fires(values[n][c], *cells, kind, threshold)
 
     for n in range(n_images):
         for c in range(n_channels):
@@ -160,20 +174,20 @@ def brute_force(
                 counted[row][col] = True
                 marked[n][c][row][col] = True
 
-            if kind == "oracle":  # every zero cell is predicted; nothing is a pattern cell
+            if kind == "oracle":  # every zero cell is predicted (in each channel of the group); no pattern cell
                 for row in range(height):
                     for col in range(width):
-                        if a[row][col] == 0:
+                        if all(values[n][other][row][col] == 0 for other in members(c)):
                             predict(row, col)
             elif kind in ("tile", "tile_oracle", "random"):
                 k = window
                 for top in range(0, height, k):
                     for left in range(0, width, k):
                         pattern_cells, other_cells = tile_cells(top, left, k, height, width, pattern)
-                        if kind == "random":
+                        if kind == "random":  # the draws are made per group already
                             fire = (top, left) in fired_tiles[n, c]
                         else:
-                            fire = fires(a, pattern_cells, other_cells, kind, threshold)
+                            fire = all(alone(n, other, top, left) for other in members(c))
                         if not fire:
                             continue
                         for row, col in pattern_cells:  # computed: counted, kept as they are

@@ -105,6 +105,7 @@ class SearchConfig:
     confidence: Optional[float] = 0.95  # the budget holds the drop's one-sided upper bound; null: the drop itself
     calibration: int = 10000  # calibration images, spread over the training split
     candidates: list[dict[str, Any]] = field(default_factory=list)  # per-layer settings to try
+    group: Optional[int] = None  # g: every candidate's decision shared by g output channels (g-wide hardware)
     measure_recover: bool = True  # the recovery also in the per-layer measurements
     uniform: bool = True  # check every candidate at every layer too (one check per candidate)
     rounds: int = 6  # checks of the combined table on calibration
@@ -144,13 +145,25 @@ class SearchConfig:
             raise ValueError(
                 "search.candidates is empty: give per-layer settings to try, e.g. {kind: tile, window: 3}"
             )
-        from pipeline.predictors import LayerSetting, layer_setting
+        if self.group is not None:
+            if isinstance(self.group, bool) or not isinstance(self.group, int) or self.group < 1:
+                raise ValueError(
+                    f"search.group must be an integer >= 1 (the output channels that share one decision), or null "
+                    f"(the candidates as given), got {self.group!r}"
+                )
+            self.candidates = [{**candidate, "group": self.group} for candidate in self.candidates]
+        from pipeline.predictors import LayerSetting, layer_setting, schema_of
 
         for number, candidate in enumerate(self.candidates):
             setting = layer_setting(candidate, f"search.candidates[{number}]")
             if setting.kind is None:
                 raise ValueError(f"search.candidates[{number}] needs a kind (tile, learned, ...): {candidate}")
             assert isinstance(setting, LayerSetting)
+            try:  # its values against its kind's schema now, not in a job of the grid
+                schema_of({key: value for key, value in candidate.items() if key != "window"})
+            except Exception as exc:
+                detail = str(exc).strip().splitlines()[0]
+                raise ValueError(f"search.candidates[{number}]: {detail}") from None
 
 
 @dataclass
@@ -271,8 +284,8 @@ class Search:
                     f":g{self.search.refine}:v{self.search.revert}:q{self.search.confidence}"
                     f":u{int(self.search.uniform)}")  # fmt: skip
         self.name = self.search.name or f"{config.model.name}-b{self.search.budget:g}" + (
-            f"-{recover}" if recover != "none" else ""
-        )
+            f"-g{self.search.group}" if self.search.group is not None else ""
+        ) + (f"-{recover}" if recover != "none" else "")
         tags = {SEARCH_TAG: "true", "model": config.model.name, "operating_point": self.name,
                 "budget": f"{self.search.budget:g}", "calibration": str(self.search.calibration),
                 SEARCH_CONFIDENCE_TAG: str(self.search.confidence)}  # fmt: skip

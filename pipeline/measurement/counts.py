@@ -300,7 +300,7 @@ class LayerCounts:
     zero_windows_indep: dict[int, float] = field(default_factory=lambda: dict.fromkeys(INDEPENDENT_SIZES, 0.0))
     setting: dict[str, object] = field(
         default_factory=lambda: {"predictor": "none", "window": NOT_APPLICABLE, "pattern": NOT_APPLICABLE,
-                                 "threshold": NOT_APPLICABLE}
+                                 "threshold": NOT_APPLICABLE, "group": NOT_APPLICABLE}
     )  # fmt: skip
 
     @property

@@ -74,12 +74,12 @@ def layer_setting(entry: Any, where: str) -> LayerSetting:
     if entry in ("off", "none"):
         return LayerSetting(kind="none")
     if not isinstance(entry, Mapping):
-        raise ValueError(f"{where}={entry!r}: use a mapping of kind, window, pattern, threshold, or `off`")
+        raise ValueError(f"{where}={entry!r}: use a mapping of kind, window, pattern, threshold, group, or `off`")
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LayerSetting), dict(entry)))  # type: ignore[return-value]
     except Exception as exc:
         detail = str(exc).strip().splitlines()[0]
-        raise ValueError(f"{where}: {detail} (keys: kind, window, pattern, threshold)") from None
+        raise ValueError(f"{where}: {detail} (keys: kind, window, pattern, threshold, group)") from None
 
 
 def plain_value(value: Any) -> Any:
@@ -101,7 +101,7 @@ def entry_plan(predictor: PredictorConfig, window: int, entry: LayerSetting, whe
     cls = kind_class(kind)
     own = parameters(cls.Config)
     values = {name: getattr(predictor, name) for name in own} if kind == predictor.kind else {}
-    for name in ("pattern", "threshold"):
+    for name in ("pattern", "threshold", "group"):
         value = getattr(entry, name)
         if value is None:
             continue

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Optional
 
+import torch
 from omegaconf import MISSING
 from torch import Tensor, nn
 
@@ -46,6 +47,7 @@ class LayerSetting:
     window: Optional[int] = None
     pattern: Optional[Pattern] = None
     threshold: Optional[float] = None
+    group: Optional[int] = None
 
 
 @dataclass
@@ -59,6 +61,35 @@ class PredictorConfig:
 
     kind: str = MISSING
     layers: dict[Any, Any] = field(default_factory=dict)  # keys: layer names (str) or indices (int or str)
+
+
+@dataclass
+class GroupedConfig(PredictorConfig):
+    """A kind whose decision ``group`` consecutive output channels can share (contract section 10)."""
+
+    group: int = 1  # channels that share one decision: 1 each decides alone; wider than the layer: the whole layer
+
+    def __post_init__(self) -> None:
+        if isinstance(self.group, bool) or not isinstance(self.group, int) or self.group < 1:
+            raise ValueError(
+                f"predictor.group must be an integer >= 1 (the channels that share one decision; 1: each "
+                f"channel decides alone), got {self.group!r}"
+            )
+
+
+def share(decision: Tensor, group: int) -> Tensor:
+    """``decision`` (N, C, ...) bool made for ``group`` consecutive channels together: true in every channel
+    of a group where it is true in all of them (the last group holds C mod g channels; g >= C: one group)."""
+    if group <= 1:
+        return decision
+    n, c = decision.shape[:2]
+    rest = decision.shape[2:]
+    groups = -(-c // group)
+    padded = decision
+    if groups * group != c:  # channels past C agree with anything
+        padded = torch.cat([decision, decision.new_ones((n, groups * group - c, *rest))], dim=1)
+    together = padded.view(n, groups, group, *rest).all(dim=2)
+    return together.repeat_interleave(group, dim=1)[:, :c]
 
 
 def parameters(config: PredictorConfig | type[PredictorConfig]) -> tuple[str, ...]:
@@ -175,13 +206,19 @@ class Predictor(nn.Module):
         """MACs the predictor spends to decide one batch of ``shape`` (N, C, H, W); 0 for rules."""
         return 0
 
+    @property
+    def group(self) -> int:
+        """The channels that share one decision (``predictor.group``; 1 for kinds without it)."""
+        return int(self.plan.get("group", 1))
+
     def setting(self) -> dict[str, object]:
-        """The layers.csv columns ``predictor, window, pattern, threshold`` of this layer."""
+        """The layers.csv columns ``predictor, window, pattern, threshold, group`` of this layer."""
         return {
             "predictor": self.kind,
             "window": self.plan.window if self.plan.window is not None else NOT_APPLICABLE,
             "pattern": self.plan.get("pattern", NOT_APPLICABLE),
             "threshold": self.plan.get("threshold", NOT_APPLICABLE),
+            "group": self.plan.get("group", NOT_APPLICABLE),
         }
 
     def extra_repr(self) -> str:

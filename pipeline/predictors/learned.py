@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.networks.layers import PredictableLayer
-from pipeline.predictors.base import BuildContext, Firing, LayerInput, Plan, PredictorConfig, register
+from pipeline.predictors.base import BuildContext, Firing, GroupedConfig, LayerInput, Plan, register, share
 from pipeline.predictors.patterns import Pattern
 from pipeline.predictors.tile import TileRule
 from pipeline.predictors.tiles import basis_map
@@ -34,7 +34,7 @@ KERNEL = 3  # the depthwise convs' kernel size
 
 
 @dataclass
-class LearnedConfig(PredictorConfig):
+class LearnedConfig(GroupedConfig):
     kind: str = "learned"
     pattern: Pattern = Pattern.checkerboard  # the cells computed first (ZAP's default: a checkerboard)
     threshold: Optional[float] = (
@@ -43,6 +43,7 @@ class LearnedConfig(PredictorConfig):
     checkpoint: Optional[str] = None  # null: the shipped predictors of the model and pattern
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.threshold is not None and not self.threshold == self.threshold:
             raise ValueError("predictor.threshold must be a number or null (the checkpoint's thresholds)")
 
@@ -155,7 +156,7 @@ class LearnedPredictor(TileRule):
         """The non-pattern cells predicted zero: scores below the threshold (the zero ones without a net)."""
         if self.net is None:
             return x.zero & ~basis
-        return (self.scores(x.activation) < self.threshold) & ~basis
+        return share(self.scores(x.activation) < self.threshold, self.group) & ~basis
 
     def macs(self, shape: tuple[int, ...]) -> int:
         return 0 if self.net is None else ScoreNet.macs(shape)
@@ -168,7 +169,8 @@ class LearnedPredictor(TileRule):
         # the scores below the threshold, compared straight into the activation's layout; the counting
         # backend predicts only the non-pattern ones (FIRING_RULES["given_cells"])
         below = torch.empty_like(x.activation, dtype=torch.bool, memory_format=torch.contiguous_format)
-        return self.fired("given_cells", given=torch.lt(self.scores(x.activation), self.threshold, out=below))
+        below = torch.lt(self.scores(x.activation), self.threshold, out=below)
+        return self.fired("given_cells", given=share(below, self.group))  # g > 1: where every channel agrees
 
     def setting(self) -> dict[str, object]:
         return {**super().setting(), "threshold": self.threshold if self.net is not None else ""}

@@ -9,22 +9,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
-from pipeline.predictors.base import Firing, LayerInput, Predictor, PredictorConfig, register
+from pipeline.predictors.base import Firing, GroupedConfig, LayerInput, Predictor, register, share
 
 
 @dataclass
-class OracleConfig(PredictorConfig):
+class OracleConfig(GroupedConfig):
     kind: str = "oracle"
 
 
 @register("oracle", OracleConfig)
 class Oracle(Predictor):
-    """Predicts exactly the zero cells."""
+    """Predicts exactly the zero cells; with ``group`` g > 1 a cell where it is zero in every channel of
+    the group (contract section 10)."""
 
     def masks(self, x: LayerInput) -> tuple[Tensor, Tensor]:
-        return x.zero.new_zeros(x.zero.shape), x.zero
+        return x.zero.new_zeros(x.zero.shape), share(x.zero, self.group)
 
     def firing(self, x: LayerInput) -> Firing:
-        return Firing("zero_cells")
+        if self.group == 1:
+            return Firing("zero_cells")
+        # grouped: the cells zero in every channel of their group, handed over made; a 2 x 2 pattern with no
+        # cell in it, so every cell may be predicted and none is a basis cell
+        return Firing("given_cells", 2, torch.zeros(2, 2, dtype=torch.bool), given=share(x.zero, self.group))

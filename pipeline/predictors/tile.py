@@ -13,24 +13,27 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from pipeline.networks.layers import PredictableLayer
-from pipeline.predictors.base import BuildContext, Firing, LayerInput, Plan, Predictor, PredictorConfig, register
+from pipeline.predictors.base import BuildContext, Firing, GroupedConfig, LayerInput, Plan, Predictor, register, share
 from pipeline.predictors.patterns import Pattern, pattern_mask
 from pipeline.predictors.tiles import cell_masks, pattern_rule
 
 
 @dataclass
-class TileConfig(PredictorConfig):
+class TileConfig(GroupedConfig):
     kind: str = "tile"
     pattern: Pattern = Pattern.diagonal
     threshold: float = 0.0  # a pattern cell "is zero" when its value is <= threshold
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.threshold >= 0:  # also refuses nan
             raise ValueError(f"predictor.threshold must be >= 0, got {self.threshold}")
 
 
 class TileRule(Predictor):
-    """Shared by the tile kinds: k x k tiles of one pattern, a firing rule per kind."""
+    """Shared by the tile kinds: k x k tiles of one pattern, a firing rule per kind. With ``group`` g > 1
+    the tile of an image and a channel group fires when it fires in every channel of the group, and then
+    in all of them (contract section 10)."""
 
     tiled = True
 
@@ -48,11 +51,19 @@ class TileRule(Predictor):
         return bool(pattern_mask(str(plan.get("pattern", "diagonal")), int(plan.window or 1)).all())
 
     def fire(self, x: LayerInput) -> Tensor:
-        """(N, C, th, tw) bool: which tiles fire."""
+        """(N, C, th, tw) bool: which tiles fire, each channel on its own."""
         raise NotImplementedError
 
+    def fire_grouped(self, x: LayerInput) -> Tensor:
+        """(N, C, th, tw) bool: which tiles fire once the channels of a group share the decision."""
+        return share(self.fire(x), self.group)
+
     def masks(self, x: LayerInput) -> tuple[Tensor, Tensor]:
-        return cell_masks(self.fire(x), self.window, self.pattern_name, tuple(x.activation.shape))
+        return cell_masks(self.fire_grouped(x), self.window, self.pattern_name, tuple(x.activation.shape))
+
+    def grouped_firing(self) -> bool:
+        """Whether the decision is shared by channels: the backend is then given the fired tiles."""
+        return self.group > 1
 
     def fired(self, rule: str, **more) -> Firing:
         """A firing of this layer's tiles: ``rule`` with its window and pattern."""
@@ -73,4 +84,6 @@ class TilePredictor(TileRule):
         return pattern_rule(x.activation, self.window, self.pattern_name, ok)
 
     def firing(self, x: LayerInput) -> Firing:
+        if self.grouped_firing():
+            return self.fired("given_tiles", given=self.fire_grouped(x))
         return self.fired("pattern_at_most", threshold=self.threshold)

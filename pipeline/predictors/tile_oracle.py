@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from pipeline.predictors.base import Firing, LayerInput, PredictorConfig, register
+from pipeline.predictors.base import Firing, GroupedConfig, LayerInput, register
 from pipeline.predictors.patterns import Pattern
 from pipeline.predictors.tile import TileRule
 from pipeline.predictors.tiles import fire_where_all
 
 
 @dataclass
-class TileOracleConfig(PredictorConfig):
+class TileOracleConfig(GroupedConfig):
     kind: str = "tile_oracle"
     pattern: Pattern = Pattern.diagonal
 
@@ -30,4 +30,6 @@ class TileOracle(TileRule):
         return fire_where_all(x.zero, self.window, self.pattern_name)
 
     def firing(self, x: LayerInput) -> Firing:
+        if self.grouped_firing():
+            return self.fired("given_tiles", given=self.fire_grouped(x))
         return self.fired("all_zero_tiles")

@@ -34,7 +34,8 @@ PREDICTOR_KINDS = ("none", "tile", "tile_oracle", "random", "oracle", "learned")
 # The swept keys by their short names; ``predictor`` is the kind, ``predictor.<field>`` its parameters
 # (``predictor.layers``: the per-layer table as compact JSON, ``{}`` when there is none).
 JOB_PARAMS = ("model", "data", "window", "layer", "limit", "seed", "predictor")
-PREDICTOR_PARAMS = ("predictor.pattern", "predictor.threshold", "predictor.layers", "predictor.checkpoint")
+PREDICTOR_PARAMS = ("predictor.pattern", "predictor.threshold", "predictor.group", "predictor.layers",
+                    "predictor.checkpoint")  # fmt: skip
 SPLIT_PARAM = "split"  # which split of the data was evaluated (test = evaluation, train = calibration)
 RECOVER_PARAM = "recover"  # none, bn, finetune (contract section 9)
 OPERATING_POINT_PARAM = "operating_point"  # the preset's name, when the run is an operating point
@@ -90,7 +91,7 @@ COUNT_COLUMNS = (
 )  # fmt: skip
 SKIP_COLUMNS = tuple(f"skip_cells_g{g}" for g in GROUP_SIZES)  # contract section 10, integers
 INDEPENDENT_COLUMNS = tuple(f"zero_windows_indep_{s}" for s in INDEPENDENT_SIZES)  # section 10, floats
-SETTING_COLUMNS = ("predictor", "window", "pattern", "threshold")  # what was applied at the layer
+SETTING_COLUMNS = ("predictor", "window", "pattern", "threshold", "group")  # what was applied at the layer
 CSV_COLUMNS = (
     "index", "name", "convs", "macs_per_act", *COUNT_COLUMNS,
     *SETTING_COLUMNS, "mass", "miss_mass", "predictor_macs", *SKIP_COLUMNS, *INDEPENDENT_COLUMNS,

@@ -247,6 +247,15 @@ def test_uniform_tables_are_checked_and_win_when_layers_flip_the_same_images():
     assert ("a1", "b1") not in checks
 
 
+def test_search_group_shares_every_candidate_decision_and_names_the_point():
+    from pipeline.fitting.operating_points import SearchConfig
+
+    search = SearchConfig(candidates=[{"kind": "tile", "window": 3}, {"kind": "learned", "threshold": 0.3}], group=8)
+    assert search.candidates == [{"kind": "tile", "window": 3, "group": 8},
+                                 {"kind": "learned", "threshold": 0.3, "group": 8}]  # fmt: skip
+    assert SearchConfig(candidates=[{"kind": "tile", "window": 3}]).candidates == [{"kind": "tile", "window": 3}]
+
+
 SMALL_SEARCH = (
     "search.calibration=300", "search.rounds=2", "search.refine=2", "search.name=tiny", "data.batch_size=300",
     "data.limit=1000", "search.candidates=[{kind: tile, window: 2}, {kind: tile, window: 3}, "
@@ -378,6 +387,8 @@ def test_a_preset_keeps_any_name_and_path_it_is_given(tmp_path):
         ("pipeline.search", "search.confidence=nan", "search.confidence must lie strictly between 0 and 1"),
         ("pipeline.search", "search.confidence=high", "search.confidence"),
         ("pipeline.search", "search.launcher=nope", "search.launcher='nope' is not in conf/launcher/: use one of"),
+        ("pipeline.search", "search.group=0", "search.group must be an integer >= 1"),
+        ("pipeline.search", "search.candidates=[{kind: tile, window: 3, group: -2}]", "predictor.group must be"),
         ("pipeline.train_predictor", "window=1", "window must be >= 2"),
         ("pipeline.train_predictor", "pattern=spiral", "pattern must be one of"),
     ],

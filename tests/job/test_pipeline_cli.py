@@ -27,7 +27,7 @@ CONTRACT_METRICS = {
 CSV_COLUMNS = [  # contract sections 5, 7-9
     "index", "name", "convs", "macs_per_act", "acts", "zeros", "zero_diag", "pred_hit", "pred_miss",
     "others", "macs_saved", *(f"zero_windows_{s}" for s in range(1, 6)), *(f"windows_{s}" for s in range(1, 6)),
-    "predictor", "window", "pattern", "threshold", "mass", "miss_mass", "predictor_macs",
+    "predictor", "window", "pattern", "threshold", "group", "mass", "miss_mass", "predictor_macs",
     *(f"skip_cells_g{g}" for g in (1, 2, 4, 8, 16, 32)), *(f"zero_windows_indep_{s}" for s in (2, 3, 4, 5)),
 ]  # fmt: skip
 LIMIT = "data.limit=300"

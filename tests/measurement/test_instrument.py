@@ -13,7 +13,7 @@ from torch.nn.modules import module as module_globals
 from pipeline.measurement.counts import LayerCounts
 from pipeline.measurement.instrument import instrument
 from pipeline.predictors import uniform
-from pipeline.tracking.keys import COUNT_COLUMNS, SETTING_COLUMNS
+from pipeline.tracking.keys import COUNT_COLUMNS, INDEPENDENT_COLUMNS, SETTING_COLUMNS, SKIP_COLUMNS
 from tests.conftest import use_counting_path
 
 
@@ -262,13 +262,13 @@ def test_counts_accumulate_across_batches(resnet18: nn.Module, images: torch.Ten
             for batch in batches:
                 net(batch)
         rows.append([counts.row() for counts in net.layer_counts()])
-    counted = [*COUNT_COLUMNS, "predictor_macs"]
+    counted = [*COUNT_COLUMNS, "predictor_macs", *SKIP_COLUMNS]
     for one, two, both in zip(*rows, strict=True):
         for key in counted:
             assert both[key] == one[key] + two[key], (both["name"], key)
-        for key in ("mass", "miss_mass"):  # float sums: equal up to rounding
+        for key in ("mass", "miss_mass", *INDEPENDENT_COLUMNS):  # float sums: equal up to rounding
             assert both[key] == pytest.approx(one[key] + two[key], rel=1e-6), (both["name"], key)
-        assert [both[key] for key in SETTING_COLUMNS] == ["tile", 3, "diagonal", 0.0]
+        assert [both[key] for key in SETTING_COLUMNS] == ["tile", 3, "diagonal", 0.0, 1]
     # and the two-image batch gives the same sums as two one-image batches
     with torch.no_grad(), instrument(resnet18, uniform("tile", window=3)) as net:
         net(images)
@@ -332,18 +332,18 @@ def test_per_layer_table_equals_brute_force_layer_by_layer(
     from pipeline.predictors import factory
 
     table = {
-        "0": {"window": 2},
+        "0": {"window": 2, "group": 2},
         "layer1.0.conv2": {"pattern": "checkerboard", "threshold": 0.05},
         "5": {"kind": "none"},
-        "7": {"kind": "tile_oracle", "window": 4, "pattern": "cross"},
-        "layer4.1.conv2": {"kind": "oracle"},
+        "7": {"kind": "tile_oracle", "window": 4, "pattern": "cross", "group": 8},
+        "layer4.1.conv2": {"kind": "oracle", "group": 3},
     }
     reference = {
-        0: {"window": 2},
+        0: {"window": 2, "group": 2},
         2: {"window": 3, "pattern": "checkerboard", "threshold": 0.05},
         5: {"window": None},
-        7: {"window": 4, "pattern": "cross", "kind": "tile_oracle"},
-        16: {"window": 1, "kind": "oracle"},
+        7: {"window": 4, "pattern": "cross", "kind": "tile_oracle", "group": 8},
+        16: {"window": 1, "kind": "oracle", "group": 3},
     }
     x = images[:1]
     predictors = factory({"kind": "tile", "layers": table}, window=3)
@@ -356,12 +356,14 @@ def test_per_layer_table_equals_brute_force_layer_by_layer(
         assert got.miss_mass == pytest.approx(want["miss_mass"], rel=1e-6), got.name
     assert torch.equal(logits, expected_logits)
     settings = [c.setting for c in counts]
-    assert settings[0] == {"predictor": "tile", "window": 2, "pattern": "diagonal", "threshold": 0.0}
-    assert settings[2] == {"predictor": "tile", "window": 3, "pattern": "checkerboard", "threshold": 0.05}
-    assert settings[5] == {"predictor": "none", "window": "", "pattern": "", "threshold": ""}
-    assert settings[7] == {"predictor": "tile_oracle", "window": 4, "pattern": "cross", "threshold": ""}
-    assert settings[16] == {"predictor": "oracle", "window": "", "pattern": "", "threshold": ""}
-    assert settings[1] == {"predictor": "tile", "window": 3, "pattern": "diagonal", "threshold": 0.0}
+    assert settings[0] == {"predictor": "tile", "window": 2, "pattern": "diagonal", "threshold": 0.0, "group": 2}
+    assert settings[2] == {"predictor": "tile", "window": 3, "pattern": "checkerboard", "threshold": 0.05, "group": 1}
+    assert settings[5] == {"predictor": "none", "window": "", "pattern": "", "threshold": "", "group": ""}
+    assert settings[7] == {"predictor": "tile_oracle", "window": 4, "pattern": "cross", "threshold": "", "group": 8}
+    assert settings[16] == {"predictor": "oracle", "window": "", "pattern": "", "threshold": "", "group": 3}
+    assert settings[1] == {"predictor": "tile", "window": 3, "pattern": "diagonal", "threshold": 0.0, "group": 1}
+    assert counts[0].skip_cells[2] == counts[0].pred_hit + counts[0].pred_miss > 0  # a decision of 2 survives at 2
+    assert counts[7].skip_cells[8] == counts[7].pred_hit
 
 
 def test_each_layer_owns_its_predictor_module(resnet18: nn.Module) -> None:

@@ -178,3 +178,31 @@ def test_default_threshold_is_the_largest_within_the_miss_mass_budget():
     # lost mass 0.001 * i^2 <= 0.01 for i <= 3: thresholds 0.05, 0.10, 0.15 qualify
     assert default_threshold(scores, 0.01) == 0.15
     assert default_threshold(scores, 0.0001) == float("-inf")  # none qualifies: the layer predicts nothing
+
+
+@pytest.mark.parametrize("group", [2, 3, 4])
+def test_a_group_predicts_a_non_pattern_cell_where_every_channel_scores_below(tmp_path, group, monkeypatch):
+    """Contract section 10: with ``group`` g a non-pattern cell is predicted in every channel of its group
+    (4 channels: g = 3 makes {0, 1, 2} and {3}) when its score is below the threshold in each of them; the
+    kernel, handed that decision, counts it as the masks do."""
+    from pipeline.measurement import counts as counts_module
+    from tests.conftest import HAVE_KERNEL
+
+    tiny_checkpoint(tmp_path / "p.pt")
+    activation = random_activation((3, 4, 9, 7), seed=8)
+    basis = basis_map("checkerboard", 2, 9, 7)
+    below = learned(tmp_path / "p.pt", threshold=0.6).scores(activation) < 0.6
+    expected = torch.zeros_like(below)
+    for first in range(0, 4, group):
+        expected[:, first : first + group] = below[:, first : first + group].all(dim=1, keepdim=True)
+    expected &= ~basis
+    predictor = learned(tmp_path / "p.pt", threshold=0.6, group=group)
+    _, predicted = predictor.masks(LayerInput(activation, activation == 0))
+    assert torch.equal(predicted, expected) and expected.any()
+    reference = counts_module.measure_torch(activation.clone(), predictor)
+    assert reference.counts[3] + reference.counts[4] == int(expected.sum())
+    if HAVE_KERNEL:
+        monkeypatch.setattr(counts_module, "measure_torch", None)  # the kernel must really run
+        fast = measure(activation.clone(), predictor)
+        assert fast.counts.tolist() == reference.counts.tolist()
+        assert torch.equal(fast.output, reference.output)

@@ -514,3 +514,84 @@ def test_every_kind_says_what_fires_so_the_kernel_counts_it() -> None:
         with pytest.raises(ValueError, match=r"given has shape \(2, 3, 8, 7\), expected \(2, 3, 3, 3\)"):
             fixed = type("Fixed", (), {"firing": lambda self, x: wrong, "macs": lambda self, shape: 0})
             measure(activation.clone(), fixed())
+
+
+# --- decision granularity: predictor.group (contract section 10) ---------------------------------
+
+
+def test_share_by_hand() -> None:
+    """5 channels, g = 2: groups {0, 1}, {2, 3}, {4}; a cell is kept where every channel of its group has it."""
+    from pipeline.predictors.base import share
+
+    decision = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 1, 1], [0, 1, 0]], dtype=torch.bool)[None]
+    assert share(decision, 2)[0].int().tolist() == [[1, 0, 0], [1, 0, 0], [0, 1, 1], [0, 1, 1], [0, 1, 0]]
+    assert share(decision, 1) is decision
+    assert share(decision, 64)[0].int().tolist() == [[0, 0, 0]] * 5  # wider than the layer: the whole layer
+
+
+def test_a_tile_fires_for_a_group_only_when_it_fires_in_every_channel_by_hand(path: str) -> None:
+    """Two channels of a 2 x 2 map, window 2, diagonal: channel 0 has its diagonal zero (it fires alone),
+    channel 1 has (1, 1) = 4 (it does not). g = 1: channel 0 predicts its 2 off-diagonal cells (a hit and
+    a miss of 3). g = 2: the group does not fire, nothing is predicted. With channel 1's diagonal zero too
+    both fire, and all four off-diagonal cells are predicted (zero_diag 4)."""
+    activation = torch.tensor([[[[0.0, 0.0], [3.0, 0.0]], [[0.0, 2.0], [0.0, 4.0]]]])
+    _, alone = run(make_predictor("tile", 2), activation)
+    assert prediction(alone) == [2, 1, 1]
+    _, grouped = run(make_predictor("tile", 2, group=2), activation)
+    assert prediction(grouped) == [0, 0, 0] and grouped["skip_cells_g2"] == 0
+    both = activation.clone()
+    both[0, 1, 1, 1] = 0.0
+    output, together = run(make_predictor("tile", 2, group=2), both)
+    assert prediction(together) == [4, 2, 2] and together["skip_cells_g2"] == 4
+    assert output.count_nonzero() == 0  # the 3 and the 2 were predicted
+
+
+GROUP_CASES = [("tile", "diagonal", 0.0), ("tile", "checkerboard", 0.1), ("tile_oracle", "diagonal", 0.0),
+               ("oracle", None, 0.0)]  # fmt: skip
+
+
+@pytest.mark.parametrize("group", [2, 3, 4, 16])
+@pytest.mark.parametrize("kind, pattern, threshold", GROUP_CASES, ids=lambda v: str(v))
+def test_grouped_kinds_equal_brute_force(kind: str, pattern: str | None, threshold: float, group: int,
+                                         path: str) -> None:  # fmt: skip
+    params = {"pattern": pattern} if pattern else {}
+    params |= {"threshold": threshold} if kind == "tile" else {}
+    for number, shape in enumerate([(2, 5, 7, 9), (1, 3, 6, 6), (2, 17, 5, 4), (1, 1, 4, 4)]):
+        activation = near_zero_values(random_activation(shape, seed=31 * group + number, blocks=6))
+        window = 1 if kind == "oracle" else 2 + number % 2
+        predictor = make_predictor(kind, window, group=group, **params)
+        expected, expected_output = brute_force(activation, window, pattern or "diagonal", kind=kind,
+                                                threshold=threshold, group=group)  # fmt: skip
+        output, counts = run(predictor, activation)
+        assert {key: counts[key] for key in MEASURED_KEYS[:-1]} == {key: expected[key] for key in MEASURED_KEYS[:-1]}
+        assert torch.equal(output, expected_output), shape
+        if group in (2, 4, 16):  # a decision shared by g channels survives at g whole
+            assert counts[f"skip_cells_g{group}"] == counts["pred_hit"] + counts["pred_miss"]
+
+
+@pytest.mark.parametrize("group", [2, 4])
+def test_random_draws_once_per_group_as_many_tiles_as_the_grouped_rule(group: int) -> None:
+    from pipeline.predictors.random_tiles import image_seed, reference_fire
+    from pipeline.predictors.tiles import pattern_rule
+
+    activation = random_activation((3, 6, 9, 9), seed=group, blocks=6)
+    seeds = [image_seed(5, 0, i) for i in range(3)]
+    fire = reference_fire(activation, 3, "diagonal", seeds, group)
+    rule = pattern_rule(activation, 3, "diagonal", lambda cells: cells == 0)
+    for first in range(0, 6, group):
+        members = fire[:, first : first + group]
+        assert (members == members[:, :1]).all()  # every channel of a group fires the same tiles
+        budget = rule[:, first : first + group].all(dim=1).sum((1, 2))
+        assert members[:, 0].sum((1, 2)).tolist() == budget.tolist()
+    assert torch.equal(reference_fire(activation, 3, "diagonal", seeds, 1), reference_fire(activation, 3, "diagonal",
+                                                                                             seeds))  # fmt: skip
+    # the job's path gives the same draws, counted as given tiles by either backend
+    predictor = make_predictor("random", 3, seed=5, group=group)
+    _, counts = run(predictor, activation)
+    assert counts["pred_hit"] + counts["pred_miss"] == counts[f"skip_cells_g{group}"]
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_a_group_below_one_is_refused(value: int) -> None:
+    with pytest.raises(ValueError, match="predictor.group must be an integer >= 1"):
+        make_predictor("tile", 3, group=value)
