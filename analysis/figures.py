@@ -13,6 +13,9 @@ requested format, and says why it skipped the others. A new figure is one functi
   oracle's saving as the limit and the Pareto front marked.
 - ``fig_operating_points``: the operating points searches found at several budgets, next to the
   uniform settings and the oracle limit, per model, on the evaluation images.
+- ``fig_granularity``: the MAC saving that survives when g output channels must share one decision
+  (``skip/g<g>``, contract section 10), g = 1..32, for the paper's rule, the learned predictor, the
+  oracle and the operating points, with what independent placement of the rule's predictions would keep.
 
 Figures 2, 5, 6, 7 and the per-layer view are the paper's: they draw the paper's rule only.
 """
@@ -374,9 +377,10 @@ def _operating_points(runs: pd.DataFrame, searches: pd.DataFrame) -> pd.DataFram
              "drop_high": r.get("test/top1_drop_high", float("nan"))} for _, r in searches.iterrows()]  # fmt: skip
     test = runs[(runs["split"] == "test") & (runs["layer"] == "all") & runs["model"].isin(searches["model"])]
     test = test[test["layers"].isin(["{}", ""]) & (test["recover"] == "none") & test["top1_drop"].notna()]
+    alone = test["group"].fillna(1) == 1 if "group" in test else True  # each channel deciding alone
     uniform = {
         "tile": test[is_paper_rule(test) & (test["window"] >= 2)],
-        "learned": test[test["predictor"] == "learned"],
+        "learned": test[(test["predictor"] == "learned") & alone],
         "oracle": test[test["predictor"] == "oracle"],
     }
     for source, part in uniform.items():
@@ -384,6 +388,65 @@ def _operating_points(runs: pd.DataFrame, searches: pd.DataFrame) -> pd.DataFram
                   "budget": float("nan"), "drop_low": r.get("top1_drop_low", float("nan")),
                   "drop_high": r.get("top1_drop_high", float("nan"))} for _, r in part.iterrows()]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
+
+
+GROUPS = (1, 2, 4, 8, 16, 32)  # contract section 10
+
+
+def fig_granularity(runs: pd.DataFrame) -> Figure:
+    """Per model: ``skip/g<g>`` against g (log 2), one line per setting, the MAC saving g-wide hardware can
+    still take; dashed, for each paper's-rule line, what it would keep if its predicted cells were spread
+    over the channels independently (per layer, density p of predicted cells: saving * p^(g-1))."""
+    labels = list(dict.fromkeys(runs["label"]))
+    fig, axes = _panels(len(labels), width=3.3, height=3.0, sharey=False)
+    seen: dict[str, object] = {}
+    colours = sns.color_palette("colorblind", 10)
+    palette = {name: colours[i % len(colours)] for i, name in enumerate(dict.fromkeys(runs["setting"]))}
+    for ax, label in zip(axes, labels, strict=False):
+        for _, row in runs[runs["label"] == label].iterrows():
+            values = [100 * row[f"skip/g{g}"] for g in GROUPS]
+            (handle,) = ax.plot(GROUPS, values, marker="o", markersize=3, linewidth=1, color=palette[row["setting"]])
+            seen.setdefault(row["setting"], handle)
+            if is_paper_rule(row.to_frame().T).iloc[0]:
+                chance = [100 * _independent_skip(row, g) for g in GROUPS]
+                ax.plot(GROUPS, chance, linestyle="--", linewidth=0.8, color=palette[row["setting"]], alpha=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(GROUPS, [str(g) for g in GROUPS])
+        ax.set(title=textwrap.fill(label, 34), xlabel="channels sharing a decision (g)",
+               ylabel="MAC saving kept (%)")  # fmt: skip
+        ax.set_ylim(bottom=0)
+    handles = list(seen.values())
+    fig.legend(handles, list(seen), loc="outside lower center", ncols=min(3, max(1, len(handles))), frameon=False,
+               fontsize=7, title="setting (dashed: the rule placed independently across channels)")  # fmt: skip
+    fig.suptitle(_title("What survives when g channels must agree", runs))
+    return fig
+
+
+def _independent_skip(row: pd.Series, g: int) -> float:
+    """``skip/g<g>`` expected if each layer's predicted cells were placed independently across channels:
+    the sum over layers of its saving times p^(g-1), p its share of predicted cells (full groups; a
+    layer's last, smaller group would keep a little more)."""
+    total = 0.0
+    for key in row.index:
+        if key.startswith("layer/") and key.endswith("/mac_saving"):
+            name = key[len("layer/") : -len("/mac_saving")]
+            p = row.get(f"layer/{name}/frac/pred_hit", 0.0) + row.get(f"layer/{name}/frac/pred_miss", 0.0)
+            if row[key] == row[key] and p == p:
+                total += row[key] * p ** (g - 1)
+    return total
+
+
+def _granularity(runs: pd.DataFrame) -> pd.DataFrame:
+    """The test-split layer=all runs that log skip/g<g>: the paper's rule (each window), the learned
+    predictor and the oracle (uniform, no recovery), and the operating points."""
+    if any(f"skip/g{g}" not in runs for g in GROUPS):
+        return runs.iloc[:0]
+    chosen = runs[(runs["split"] == "test") & (runs["layer"] == "all") & runs["skip/g32"].notna()]
+    chosen = chosen[chosen["mac_saving"] > 0]
+    uniform = chosen["layers"].isin(["{}", ""]) & (chosen["recover"] == "none")
+    keep = (is_paper_rule(chosen) & (chosen["window"] >= 2)) | (chosen["operating_point"] != "")
+    keep |= uniform & chosen["predictor"].isin(["learned", "oracle"])
+    return chosen[keep]
 
 
 PAPER_RUNS = "runs of the paper's rule (predictor=tile, pattern diagonal, threshold 0) with layer=all"
@@ -408,6 +471,11 @@ FIGURES: dict[str, FigureSpec] = {
     ),
     "fig_operating_points": FigureSpec(
         fig_operating_points, _operating_points, "a finished search (python -m pipeline.search model=<model>)"
+    ),
+    "fig_granularity": FigureSpec(
+        fig_granularity,
+        lambda runs, _: _granularity(runs),
+        "test-split layer=all runs that log skip/g<g> (measurement version 4 or later) and predict something",
     ),
 }
 

@@ -9,7 +9,8 @@ there too, with a warning.
 
 Columns: ``run_id, start_time, config_hash, sweep, model, data, window (int), layer (str: all, a
 name or an index), limit (Int64, <NA> = every image), seed (int), split, predictor`` (the kind),
-``pattern, threshold`` (empty / NaN where the kind has none), ``layers`` (the per-layer table as
+``pattern, threshold`` (empty / NaN where the kind has none), ``group`` (int: the channels that share one
+decision, 1 for runs recorded before it), ``layers`` (the per-layer table as
 JSON, ``{}`` when there is none), ``recover``, ``baseline`` (bool: the run predicts nothing), then
 ``label`` (the model's display name, qualified by data/limit/seed/split where one model has runs
 with several of them, and by the data set whenever the runs span several) and ``setting`` (the
@@ -64,7 +65,7 @@ from pipeline.tracking.keys import (
 from pipeline.tracking.store import StoreError, check_store
 
 MODEL_SETTING = ("model", "data", "limit", "seed", "split")  # one model's evaluation: a baseline's key
-PREDICTOR_SETTING = ("predictor", "pattern", "threshold", "layers", "recover")  # what was predicted, and how
+PREDICTOR_SETTING = ("predictor", "pattern", "threshold", "group", "layers", "recover")  # what was predicted, and how
 SETTING = (*MODEL_SETTING, *PREDICTOR_SETTING)  # one curve of a figure: all but window and layer
 LEGACY_PATTERNS = ("diagonal", "anti_diagonal")  # param `predictor` before the predictor family
 PAPER_ORDER = ("alexnet", "vgg16", "resnet18")
@@ -158,6 +159,11 @@ def job_row(run: Run) -> dict[str, object] | None:
         "predictor": kind,
         "pattern": "" if pattern in ("null", "None") else pattern,
         "threshold": threshold,
+        "group": int(
+            _number(params.get("predictor.group"))
+            if params.get("predictor.group") not in (None, "", "None", "null")
+            else 1
+        ),
         "layers": params.get("predictor.layers", "{}"),
         "recover": params.get(RECOVER_PARAM, "none"),
         "operating_point": params.get(OPERATING_POINT_PARAM, ""),
@@ -192,6 +198,8 @@ def setting_label(row: Mapping[str, object]) -> str:
         if isinstance(threshold, float) and threshold == threshold and threshold > 0:
             parts.append(f"t={threshold:g}")
         text = " ".join(parts)
+    if int(row.get("group") or 1) > 1:  # type: ignore[call-overload]
+        text += f" g={row['group']}"
     if row.get("layers") not in (None, "", "{}"):
         text += " + per-layer table"
     if row.get("recover") not in (None, "", "none"):

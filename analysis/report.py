@@ -47,9 +47,10 @@ from analysis.summary import (
 from pipeline.tracking.client import ensure_experiment
 
 RUN_COLUMNS = ("run_id", "start_time", "config_hash", "sweep", "model", "data", "window", "layer", "limit",
-               "seed", "split", "predictor", "pattern", "threshold", "layers", "recover", "baseline", "setting",
-               "top1", "top5", "mac_saving", "net_mac_saving", "top1_drop", "top1_drop_low", "top1_drop_high",
-               "flips_worse", "flips_better", "mcnemar_p", "images", "baseline_run_id")  # fmt: skip
+               "seed", "split", "predictor", "pattern", "threshold", "group", "layers", "recover", "baseline",
+               "setting", "top1", "top5", "mac_saving", "net_mac_saving", "skip/g8", "skip/g16", "top1_drop",
+               "top1_drop_low", "top1_drop_high", "flips_worse", "flips_better", "mcnemar_p", "images",
+               "baseline_run_id")  # fmt: skip
 
 
 @dataclass

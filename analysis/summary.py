@@ -60,17 +60,21 @@ COLUMNS = (
 )  # fmt: skip
 PREDICTOR_COLUMNS = (
     "model", "data", "limit", "seed", "split", "label", "setting", "predictor", "window", "pattern", "threshold",
-    "layers", "recover", "net_mac_saving", "mac_saving", "predictor_mac_cost", "top1", "top5", "top1_drop",
+    "group", "layers", "recover", "net_mac_saving", "mac_saving", "skip/g8", "skip/g16", "predictor_mac_cost", "top1",
+    "top5", "top1_drop",
     "top1_drop_low", "top1_drop_high", "flips_worse", "flips_better", "mcnemar_p", "top5_drop", "hit_rate",
     "frac/pred_miss", "frac/miss_mass", "pareto", "images", "run_id", "baseline_run_id",
 )  # fmt: skip
 
 
 def is_paper_rule(runs: pd.DataFrame) -> pd.Series:
-    """The paper's rule: kind tile, the diagonal, threshold 0, no per-layer table, no recovery."""
+    """The paper's rule: kind tile, the diagonal, threshold 0, each channel deciding alone, no per-layer
+    table, no recovery."""
     threshold = runs["threshold"].fillna(0.0) if "threshold" in runs else 0.0
+    group = runs["group"].fillna(1) if "group" in runs else 1
     return (
         (runs["predictor"] == "tile")
+        & (group == 1)
         & (runs["pattern"] == "diagonal")
         & (threshold == 0)
         & (runs["layers"].isin(["{}", ""]))

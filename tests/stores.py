@@ -23,6 +23,8 @@ def metrics(window: int, top1: float, top5: float, mac_saving: float) -> dict[st
         "layer/features.0/mac_saving": mac_saving / 2, "layer/features.0/sparsity": sparsity,
     }  # fmt: skip
     values.update({f"zero_window/{s}": sparsity * 0.7 ** (s - 1) for s in range(1, 6)})
+    # contract section 10: what survives when g channels agree halves with every doubling of g
+    values.update({f"skip/g{g}": mac_saving / g for g in (1, 2, 4, 8, 16, 32)})
     return values
 
 

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from analysis import figures
 from analysis.config import AnalysisError
 from analysis.report import run
-from analysis.summary import OPERATING_POINT_COLUMNS, best_window, pareto
+from analysis.summary import OPERATING_POINT_COLUMNS, best_window, is_paper_rule, pareto
 from tests.stores import EXPERIMENT, T0, Store, metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,7 +45,7 @@ ALEXNET_LAYERS = ["features.0", "features.3", "features.6", "features.8", "featu
 LAYER_SWEEP = {(2, "0"): (0.56, 0.01), (2, "features.3"): (0.55, 0.12), (2, "2"): (0.545, 0.05),
                (3, "0"): (0.558, 0.012), (3, "features.3"): (0.54, 0.14), (3, "2"): (0.53, 0.06)}  # fmt: skip
 FIGURES = ["fig2_zero_windows", "fig5_breakdown", "fig6_mac_savings", "fig7_accuracy", "fig_layers", "fig_tradeoff",
-           "fig_operating_points"]  # fmt: skip
+           "fig_operating_points", "fig_granularity"]  # fmt: skip
 SEARCH = {"calibration/top1_drop": 0.004, "calibration/net_mac_saving": 0.21, "test/top1_drop": 0.006,
           "test/net_mac_saving": 0.205}  # fmt: skip
 # a search with the paired statistics (contract section 11): 300 calibration images, 1,000 test images
@@ -325,7 +325,7 @@ def test_without_a_baseline_it_draws_what_it_can_and_names_the_missing_run(store
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     drawn = sorted(p.stem for p in (tmp_path / "figures").glob("*.png"))
-    assert drawn == ["fig5_breakdown", "fig6_mac_savings", "fig7_accuracy"]  # nothing that needs the drops
+    assert drawn == ["fig5_breakdown", "fig6_mac_savings", "fig7_accuracy", "fig_granularity"]  # no drops needed
     assert "skipped fig2_zero_windows: it needs a baseline run" in done.stdout
     assert "skipped fig_tradeoff" in done.stdout
     assert "no baseline (a run that predicts nothing: predictor=none, or window=1) for tiny" in done.stdout
@@ -403,7 +403,7 @@ def test_a_layer_sweep_alone_draws_the_layer_view_and_says_what_it_skipped(tmp_p
     found = run(config(store.uri, tmp_path / "out", "log_run=false", "formats=[png]"))
     assert sorted(p.stem for p in found.out.glob("*.png")) == ["fig2_zero_windows", "fig_layers"]
     assert set(found.skipped) == {"fig5_breakdown", "fig6_mac_savings", "fig7_accuracy", "fig_tradeoff",
-                                  "fig_operating_points"}  # fmt: skip
+                                  "fig_operating_points", "fig_granularity"}  # fmt: skip
 
 
 def test_a_layer_sweep_without_any_layers_csv_is_an_error_not_name_sorted_labels(tmp_path):
@@ -593,3 +593,28 @@ def test_a_preset_run_only_on_test_tables_its_calibration_numbers_as_unknown(tmp
         "| alexnet_fmnist | `alexnet_fmnist` | 0.5 | none | — | — | — | 10.00 | 30.0 |"
         in (out / "summary.md").read_text()
     )
+
+
+def test_the_granularity_figure_sets_each_rule_against_independent_placement_by_hand():
+    """Contract section 10: two layers saving 20 % (half its cells predicted) and 10 % (a quarter): cells
+    placed independently across channels keep 0.2 * 0.5^(g-1) + 0.1 * 0.25^(g-1) at g: 30 % at g = 1,
+    12.5 % at 2, 2.66 % at 4."""
+    row = pd.Series({"layer/a/mac_saving": 0.2, "layer/a/frac/pred_hit": 0.4, "layer/a/frac/pred_miss": 0.1,
+                     "layer/b/mac_saving": 0.1, "layer/b/frac/pred_hit": 0.25,
+                     "layer/b/frac/pred_miss": 0.0})  # fmt: skip
+    assert [figures._independent_skip(row, g) for g in (1, 2, 4)] == pytest.approx(
+        [0.3, 0.125, 0.2 * 0.125 + 0.1 * 0.25**3]
+    )
+
+
+def test_a_grouped_run_is_labelled_and_is_not_the_papers_rule(tmp_path):
+    store = Store(tmp_path)
+    store.job("alexnet", "imagenet", None, 1, metrics(1, 0.565, 0.79, 0.0), tags={"baseline": "true"})
+    for group in (1, 8):
+        store.job("alexnet", "imagenet", None, 3, metrics(3, 0.55, 0.78, 0.3 / group), config_hash=f"g{group}",
+                  predictor={"kind": "tile", "pattern": "diagonal", "threshold": 0.0, "group": group})  # fmt: skip
+    found = run(config(store.uri, tmp_path / "out", "log_run=false", "formats=[png]"))
+    rows = found.runs[found.runs["window"] == 3].set_index("group")
+    assert rows.loc[8, "setting"] == "diagonal 3x3 g=8" and rows.loc[1, "setting"] == "diagonal 3x3"
+    assert list(found.runs[is_paper_rule(found.runs) & (found.runs["window"] == 3)]["group"]) == [1]
+    assert "fig_granularity" not in found.skipped
