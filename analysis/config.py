@@ -31,6 +31,7 @@ class AnalysisConfig:
     max_top5_drop: float = 0.08
     formats: tuple[str, ...] = ("png", "pdf")
     log_run: bool = True
+    energy: tuple[str, ...] = ()  # energy presets (conf/hardware/energy/<name>.yaml), checked here
 
 
 def validate(cfg: DictConfig | Mapping) -> AnalysisConfig:
@@ -66,6 +67,14 @@ def validate(cfg: DictConfig | Mapping) -> AnalysisConfig:
     log_run = plain.get("log_run", True)
     if not isinstance(log_run, bool):
         raise AnalysisError(f"log_run={log_run!r}: use true or false")
+    from analysis.energy import EnergyError, load_preset
+
+    energy = _strings(plain.get("energy") or [], "energy")
+    for name in energy:
+        try:
+            load_preset(name)
+        except EnergyError as exc:
+            raise AnalysisError(f"energy={list(energy)}: {exc}") from None
     return AnalysisConfig(
         uri=tracking["uri"],
         experiment=tracking["experiment"],
@@ -75,6 +84,7 @@ def validate(cfg: DictConfig | Mapping) -> AnalysisConfig:
         max_top5_drop=float(drop),
         formats=tuple(dict.fromkeys(formats)),
         log_run=log_run,
+        energy=tuple(dict.fromkeys(energy)),
     )
 
 

@@ -493,19 +493,25 @@ def select(runs: pd.DataFrame, searches: pd.DataFrame) -> tuple[dict[str, pd.Dat
     return chosen, skipped
 
 
+def save(fig: Figure, stem: Path, formats: tuple[str, ...]) -> list[Path]:
+    """``fig`` as ``<stem>.<format>`` in every format, then closed; the files."""
+    written = []
+    try:
+        for fmt in formats:
+            path = stem.with_name(f"{stem.name}.{fmt}")
+            fig.savefig(path, dpi=200, bbox_inches="tight")
+            written.append(path)
+    finally:
+        plt.close(fig)
+    return written
+
+
 def render(chosen: dict[str, pd.DataFrame], folder: Path, formats: tuple[str, ...]) -> list[Path]:
     """Draw the figures of :func:`select` into ``folder``, each in every format; returns the files."""
     sns.set_theme(context="paper", style="whitegrid")
     written: list[Path] = []
     for name, part in chosen.items():
-        fig = FIGURES[name].draw(part)
-        try:
-            for fmt in formats:
-                path = folder / f"{name}.{fmt}"
-                fig.savefig(path, dpi=200, bbox_inches="tight")
-                written.append(path)
-        finally:
-            plt.close(fig)
+        written += save(FIGURES[name].draw(part), folder / name, formats)
     return written
 
 
@@ -560,3 +566,68 @@ def _title(text: str, runs: pd.DataFrame) -> str:
         counts = sorted({int(n) for n in group["images"].dropna()}) if "images" in group else []
         sets.append(f"{data} ({', '.join(map(str, counts))} images)" if counts else data)
     return text + ("\n" + "; ".join(sets) if sets else "")
+
+
+ENERGY_PARTS = (("compute", "MAC"), ("register_file", "register files"), ("buffer", "global buffer"),
+                ("dram", "DRAM"), ("predictor", "predictor"))  # fmt: skip
+
+
+def fig_energy(totals: pd.DataFrame) -> Figure:
+    """Per model: each run's energy saving against the MAC saving its preset's hardware keeps (skip/g at
+    the preset's g), one marker per preset; dotted, energy saving = MAC saving (all energy in the MACs)."""
+    labels = list(dict.fromkeys(totals["label"]))
+    fig, axes = _panels(len(labels), width=3.3, height=3.0, sharey=False)
+    colours = sns.color_palette("colorblind", 10)
+    presets = list(dict.fromkeys(totals["preset"]))
+    seen: dict[str, object] = {}
+    for ax, label in zip(axes, labels, strict=False):
+        part = totals[totals["label"] == label]
+        top = 100 * float(part["mac_saving_kept"].max()) if len(part) else 1.0
+        ax.plot([0, top], [0, top], linestyle=":", color="0.5", linewidth=0.8)
+        for number, preset in enumerate(presets):
+            group = part[part["preset"] == preset]
+            handle = ax.scatter(100 * group["mac_saving_kept"], 100 * group["energy_saving"], s=26 - 4 * number,
+                                color=colours[number % len(colours)], marker="osD^v"[number % 5], edgecolor="white",
+                                linewidth=0.4)  # fmt: skip
+            seen.setdefault(preset, handle)
+        ax.set(title=textwrap.fill(label, 34), xlabel="MAC saving the hardware keeps (%)",
+               ylabel="energy saving (%)")  # fmt: skip
+    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncols=min(4, len(seen)), frameon=False,
+               fontsize=7, title="energy preset (conf/hardware/energy/; dotted: energy = MAC saving)")  # fmt: skip
+    fig.suptitle("Energy saving against MAC saving (a model: docs/measurements.md, Energy and cycles)")
+    return fig
+
+
+def fig_energy_layers(layers: pd.DataFrame, totals: pd.DataFrame) -> Figure:
+    """Per model, for one run (its first operating point, else the paper's 3x3 rule) under the first
+    preset: each layer's energy, dense and predicted side by side, stacked by component, in % of the
+    model's dense energy."""
+    preset = str(totals["preset"].iloc[0])
+    picks = []
+    for label, part in totals[totals["preset"] == preset].groupby("label", sort=False):
+        points = part[part["setting"].str.startswith("operating point")]
+        rule = part[part["setting"] == "diagonal 3x3"]
+        chosen = points if len(points) else rule if len(rule) else part
+        picks.append((label, chosen.iloc[0]))
+    fig, axes = _panels(len(picks), width=3.3, height=3.0, sharey=False)
+    colours = dict(zip([key for key, _ in ENERGY_PARTS], sns.color_palette("colorblind", 5), strict=True))
+    for ax, (label, run) in zip(axes, picks, strict=False):
+        part = layers[(layers["run_id"] == run["run_id"]) & (layers["preset"] == preset)]
+        whole = float(part["dense"].sum()) or 1.0
+        positions = range(len(part))
+        for side, offset in (("dense", -0.2), ("predicted", 0.2)):
+            bottom = [0.0] * len(part)
+            for key, name in ENERGY_PARTS:
+                column = f"{side}/{key}"
+                values = [100 * v / whole for v in (part[column] if column in part else [0.0] * len(part))]
+                ax.bar([p + offset for p in positions], values, width=0.38, bottom=bottom, color=colours[key],
+                       label=name if side == "dense" else None, edgecolor="white", linewidth=0.3)  # fmt: skip
+                bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        ax.set_xticks(list(positions), [str(i) for i in positions])
+        ax.set(title=textwrap.fill(f"{label}: {run['setting']}", 40), xlabel="layer (left: dense, right: predicted)",
+               ylabel="% of the model's dense energy")  # fmt: skip
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncols=5, frameon=False, fontsize=7,
+               title=f"energy preset {preset}")  # fmt: skip
+    fig.suptitle("Energy per layer, dense and predicted (a model: docs/measurements.md)")
+    return fig

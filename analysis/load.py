@@ -374,6 +374,16 @@ def layer_names(client: MlflowClient, run_id: str) -> list[str] | None:
     return [r["name"] for r in rows]
 
 
+def layers_frame(client: MlflowClient, run_id: str) -> pd.DataFrame | None:
+    """A run's ``layers.csv`` (one row per predictable layer, contract sections 4-10), or None."""
+    with tempfile.TemporaryDirectory() as folder, _quiet_downloads():
+        try:
+            path = client.download_artifacts(run_id, LAYERS_ARTIFACT, folder)
+        except Exception:  # no artifact: the caller leaves the run out
+            return None
+        return pd.read_csv(path, keep_default_na=False, na_values=[])
+
+
 def predictions(client: MlflowClient, run_id: str) -> pd.DataFrame | None:
     """A run's per-image outcomes (its ``predictions.csv``, contract section 11: image, label, pred, top5 in
     evaluation order), or None when it has none (a run recorded before the artifact existed)."""

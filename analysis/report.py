@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from analysis.config import AnalysisConfig, AnalysisError, validate
 from analysis.load import (
+    layers_frame,
     load_runs,
     load_searches,
     open_store,
@@ -82,7 +83,7 @@ def run(cfg: DictConfig) -> Report:
     searches = with_presets(load_searches(client, experiment_id, config), presets)
     points = operating_points_table(searches)
 
-    from analysis.figures import FIGURES, render, select  # matplotlib/seaborn only once the input is known good
+    from analysis.figures import render, select  # matplotlib/seaborn only once the input is known good
 
     chosen, skipped = select(runs, searches)
     if not chosen:
@@ -94,6 +95,10 @@ def run(cfg: DictConfig) -> Report:
     try:
         figures = render(chosen, staging, config.formats)
         tables = write_summary(summary, comparison, points, staging)
+        energy_files, energy_skipped = write_energy(client, runs, config, staging)
+        figures += [path for path in energy_files if path.suffix != ".csv"]
+        tables += [path for path in energy_files if path.suffix == ".csv"]
+        skipped.update(energy_skipped)
         runs_csv = staging / "runs.csv"
         runs[[c for c in RUN_COLUMNS if c in runs]].to_csv(runs_csv, index=False)
         tables.append(runs_csv)
@@ -110,13 +115,35 @@ def run(cfg: DictConfig) -> Report:
     missing = missing_baselines(runs, config)
     if missing:
         print(f"note: {missing}", flush=True)
-    drawn = len(FIGURES) - len(skipped)
+    drawn = len({path.stem for path in figures})
     print(
         f"wrote {len(files)} files ({drawn} figures) to {config.out}"
         + (f"; analysis run {run_id}" if run_id else ""),
         flush=True,
     )
     return Report(config.out, files, run_id, runs, summary, comparison, points, skipped)
+
+
+def write_energy(client, runs: pd.DataFrame, config: AnalysisConfig, folder: Path) -> tuple[list[Path], dict]:
+    """The energy model of each preset (analysis.energy) over the runs fig_granularity draws: energy.csv
+    (per run and preset), energy_layers.csv, fig_energy and fig_energy_layers; {figure: why} when skipped."""
+    from analysis.energy import energy_tables, load_preset
+    from analysis.figures import _granularity, fig_energy, fig_energy_layers, save
+
+    chosen = _granularity(runs) if config.energy else runs.iloc[:0]
+    totals = pd.DataFrame()
+    if len(chosen):
+        layers, totals = energy_tables(chosen, lambda run_id: layers_frame(client, run_id),
+                                       [load_preset(name) for name in config.energy])  # fmt: skip
+    if totals.empty:
+        why = "needs energy presets (energy=[...]) and test-split layer=all runs that log skip/g<g>"
+        return [], {"fig_energy": why, "fig_energy_layers": why}
+    files = [folder / "energy.csv", folder / "energy_layers.csv"]
+    totals.to_csv(files[0], index=False)
+    layers.to_csv(files[1], index=False)
+    files += save(fig_energy(totals), folder / "fig_energy", config.formats)
+    files += save(fig_energy_layers(layers, totals), folder / "fig_energy_layers", config.formats)
+    return files, {}
 
 
 def _log(client, config: AnalysisConfig, runs: pd.DataFrame, figures: list[Path], tables: list[Path]) -> str:
