@@ -32,7 +32,7 @@ VOLATILE_KEYS = ("force", "progress", "tracking", "device", "objective")
 VOLATILE_DATA_KEYS = ("batch_size", "num_workers", "cache", "download")
 # keys added after identities were first recorded: left out of the identity at their default, so the
 # runs recorded before a key existed keep their identity (a rerun reuses them)
-LATER_DEFAULTS = {("model", "leaf_modules"): [], ("operating_point", "confidence"): None}
+LATER_DEFAULTS = {("model", "leaf_modules"): [], ("operating_point", "confidence"): None, ("predictor", "group"): 1}
 
 _DIGESTS: dict[tuple[str, int, int, int, int], str] = {}  # (path, inode, size, mtime, ctime) -> sha256
 

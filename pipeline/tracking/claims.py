@@ -107,9 +107,11 @@ def close_sweep_runs(client: MlflowClient, experiment_id: str, sweep: str, statu
 
 
 def claim(
-    client: MlflowClient, experiment_id: str, config_hash: str, name: str, tags: Mapping[str, str], force: bool
-) -> Claim:
-    """Create this job's RUNNING run as its claim on ``config_hash``, unless another run holds it.
+    client: MlflowClient, experiment_id: str, config_hash: str, name: str, tags: Mapping[str, str], force: bool,
+    made: list[str] | None = None,
+) -> Claim:  # fmt: skip
+    """Create this job's RUNNING run as its claim on ``config_hash``, unless another run holds it; ``made``
+    receives the run's id as soon as it exists (so the caller can close it if it is stopped meanwhile).
 
     A FINISHED run holds it (unless ``force``); so does a RUNNING run whose owner is alive. Stale
     claims on the same config are closed first. On a SQLite store the caller holds
@@ -121,6 +123,8 @@ def claim(
     if holder is not None:
         return holder
     run_id = client.create_run(experiment_id, run_name=name, tags={**tags, **owner_tags()}).info.run_id
+    if made is not None:
+        made.append(run_id)
     holder = _holder(_same_config(client, experiment_id, config_hash), force, mine=run_id)
     if holder is not None:  # a concurrent claim on a store without a lock came first
         client.delete_run(run_id)

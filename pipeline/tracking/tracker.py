@@ -138,17 +138,29 @@ class Tracker:
 
     # one job --------------------------------------------------------------------------------
 
-    @_store_operation
     def claim(self, config_hash: str, name: str, tags: Mapping[str, str], force: bool) -> claims.Claim:
-        """Create the job's RUNNING run unless another run holds its config (:func:`claims.claim`)."""
+        """Create the job's RUNNING run unless another run holds its config (:func:`claims.claim`). A
+        signal that lands while it claims (raised when the store operation ends, or at once on a server)
+        ends the run it created KILLED before the signal goes on: no run is left RUNNING for good."""
+        made: list[str] = []
+        try:
+            return self._claim(config_hash, name, tags, force, made)
+        except (KeyboardInterrupt, Interrupted):
+            for run_id in made:
+                self.end(run_id, "KILLED")
+            raise
+
+    @_store_operation
+    def _claim(self, config_hash: str, name: str, tags: Mapping[str, str], force: bool,
+               made: list[str]) -> claims.Claim:  # fmt: skip
         with store_lock(self.uri):
-            return claims.claim(self.client, self.experiment_id, config_hash, name, tags, force)
+            return claims.claim(self.client, self.experiment_id, config_hash, name, tags, force, made)
 
     @contextmanager
     def job_run(self, run_id: str, params: Mapping[str, object]) -> Iterator[JobRecord]:
         """The claimed run of one job; FINISHED only when :meth:`JobRecord.commit` stored everything."""
-        record = JobRecord(self.client, run_id, self.direct)
         try:
+            record = JobRecord(self.client, run_id, self.direct)
             with deferred() if self.direct else nullcontext():
                 self.client.log_batch(run_id, params=[Param(k, _param(v)) for k, v in params.items()])
             with claims.Heartbeat(self.client, run_id):

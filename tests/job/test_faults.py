@@ -282,3 +282,28 @@ def test_a_sweep_folder_with_quotes_keeps_its_parent_link(tmp_path, store_in):
     (parent,) = parents(tmp_path)
     assert parent.data.tags["sweep"] == str(sweep)
     assert [r.data.tags.get("mlflow.parentRunId") for r in runs(tmp_path)] == [parent.info.run_id] * 2
+
+
+def test_a_signal_while_a_job_claims_its_run_leaves_no_run_running(tmp_path, monkeypatch):
+    """Issue 23, defect 2: a SIGTERM that lands while the claim writes the store is raised only when the
+    store operation ends, after the RUNNING run exists and before the job's run context holds it. The
+    claim ends that run KILLED before the signal goes on (it stayed RUNNING for good before)."""
+    from pipeline.errors import Interrupted
+    from pipeline.tracking import claims
+    from pipeline.tracking.config import TrackingConfig
+    from pipeline.tracking.tracker import Tracker
+
+    tracker = Tracker(TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="faults",
+                                     artifacts=str(tmp_path / "artifacts")))  # fmt: skip
+    made = claims.claim
+
+    def claim_then_signal(*args, **kwargs):
+        made(*args, **kwargs)  # the run is created ...
+        raise Interrupted("SIGTERM")  # ... and the deferred signal is raised as the store operation ends
+
+    monkeypatch.setattr(claims, "claim", claim_then_signal)
+    with pytest.raises(Interrupted):
+        tracker.claim("abc", "job", {"config_hash": "abc"}, force=False)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    found = client.search_runs([client.get_experiment_by_name("faults").experiment_id])
+    assert [r.info.status for r in found] == ["KILLED"]
