@@ -55,6 +55,9 @@ def cli(restore_signals: bool = True) -> int:
         try:
             main()
         except (KeyboardInterrupt, Interrupted):
+            from pipeline.tracking.tracker import close_claimed
+
+            close_claimed("KILLED")  # a job's run the signal caught between its claim and its run context
             callbacks.close_open("KILLED")
             print("interrupted: open runs were marked KILLED", file=sys.stderr, flush=True)
             return 130

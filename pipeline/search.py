@@ -35,6 +35,9 @@ def cli(restore_signals: bool = True) -> int:
         try:
             return REPORT.run(main)
         except (KeyboardInterrupt, Interrupted):
+            from pipeline.tracking.tracker import close_claimed
+
+            close_claimed("KILLED")  # an evaluation's run the signal caught between its claim and its context
             print("interrupted: the search's open runs were marked KILLED (a rerun reuses its finished runs)",
                   file=sys.stderr, flush=True)  # fmt: skip
             return 130

@@ -53,6 +53,19 @@ def _store_operation(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+_CLAIMED: dict[str, Tracker] = {}  # runs this process claimed and has not ended, by run id
+
+
+def close_claimed(status: str) -> list[str]:
+    """End every run this process claimed and has not ended (a signal landed between the claim and the
+    job's run context, which ends its run itself) with ``status``; their ids."""
+    closed = []
+    for run_id, tracker in list(_CLAIMED.items()):
+        tracker.end(run_id, status)
+        closed.append(run_id)
+    return closed
+
+
 class Tracker:
     """MLflow client bound to one tracking URI and experiment."""
 
@@ -135,6 +148,7 @@ class Tracker:
         """End a run unless it has ended already."""
         if self.client.get_run(run_id).info.status == "RUNNING":
             self.client.set_terminated(run_id, status)
+        _CLAIMED.pop(run_id, None)
 
     # one job --------------------------------------------------------------------------------
 
@@ -144,11 +158,14 @@ class Tracker:
         ends the run it created KILLED before the signal goes on: no run is left RUNNING for good."""
         made: list[str] = []
         try:
-            return self._claim(config_hash, name, tags, force, made)
+            claim = self._claim(config_hash, name, tags, force, made)
         except (KeyboardInterrupt, Interrupted):
             for run_id in made:
                 self.end(run_id, "KILLED")
             raise
+        if claim.run_id is not None:  # until it ends, close_claimed() finds it if a signal lands before its context
+            _CLAIMED[claim.run_id] = self
+        return claim
 
     @_store_operation
     def _claim(self, config_hash: str, name: str, tags: Mapping[str, str], force: bool,
@@ -179,6 +196,7 @@ class Tracker:
     @_store_operation
     def _terminate(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
+        _CLAIMED.pop(run_id, None)
 
     @_store_operation
     def log_training_run(

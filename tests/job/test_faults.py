@@ -307,3 +307,21 @@ def test_a_signal_while_a_job_claims_its_run_leaves_no_run_running(tmp_path, mon
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     found = client.search_runs([client.get_experiment_by_name("faults").experiment_id])
     assert [r.info.status for r in found] == ["KILLED"]
+
+
+def test_a_signal_between_the_claim_and_the_job_run_is_closed_by_the_cli(tmp_path):
+    """A claimed run is registered until it ends; the CLI's interrupt path ends what is left KILLED
+    (a signal landing after the claim returned and before the job's run context held the run)."""
+    from pipeline.tracking.config import TrackingConfig
+    from pipeline.tracking.tracker import Tracker, close_claimed
+
+    tracker = Tracker(TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="faults",
+                                     artifacts=str(tmp_path / "artifacts")))  # fmt: skip
+    left = tracker.claim("left", "job", {"config_hash": "left"}, force=False).run_id
+    done = tracker.claim("done", "job", {"config_hash": "done"}, force=False).run_id
+    with pytest.raises(RuntimeError, match="without its results"):  # a run context that ends (FAILED here)
+        with tracker.job_run(done, {}):
+            pass
+    assert close_claimed("KILLED") == [left] and close_claimed("KILLED") == []
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert client.get_run(left).info.status == "KILLED" and client.get_run(done).info.status == "FAILED"
