@@ -29,10 +29,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from pipeline.tracking.keys import GROUP_SIZES as GROUPS  # the granularities a run logs (section 10)
+
 PRESETS = Path(__file__).resolve().parents[1] / "conf" / "hardware" / "energy"
 COMPONENTS = ("compute", "register_file", "buffer", "dram")
 MODES = ("gating", "skipping")
-GROUPS = (1, 2, 4, 8, 16, 32)  # the granularities whose skip counts a run logs (contract section 10)
 
 
 class EnergyError(ValueError):

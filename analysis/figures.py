@@ -39,6 +39,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from analysis.load import display_name  # noqa: E402
 from analysis.summary import LIMIT_KINDS, baselines, is_paper_rule, paper_view, pareto  # noqa: E402
+from pipeline.tracking.keys import GROUP_SIZES as GROUPS  # noqa: E402
 
 BREAKDOWN = (  # bottom to top, as in the paper's Figure 5
     ("frac/pred_hit", "pred-hit (predicted, was 0)"),
@@ -388,9 +389,6 @@ def _operating_points(runs: pd.DataFrame, searches: pd.DataFrame) -> pd.DataFram
                   "budget": float("nan"), "drop_low": r.get("top1_drop_low", float("nan")),
                   "drop_high": r.get("top1_drop_high", float("nan"))} for _, r in part.iterrows()]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
-
-
-GROUPS = (1, 2, 4, 8, 16, 32)  # contract section 10
 
 
 def fig_granularity(runs: pd.DataFrame) -> Figure:

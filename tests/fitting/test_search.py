@@ -162,6 +162,20 @@ def test_the_revert_pass_turns_off_the_most_flips_per_saving_first_until_the_who
     assert revert(none.evaluate, 0, MEASURED, BASE, Budget(0.5, POINT), over, 0.0, lambda text: None) is None
 
 
+def grid_of(alone: dict[tuple[str, int], tuple[int, float]]):
+    """A fake per-layer grid: each one-layer table's evaluation from ``alone[layer, window]`` = (flips, saving)."""
+
+    def evaluate_grid(tables):
+        found = []
+        for table in tables:
+            ((name, entry),) = table["layers"].items()
+            flips, saving = alone[name, entry["window"]]
+            found.append(ev(f"{name}{entry['window']}", flips, 0, saving, {name: saving}))
+        return found
+
+    return evaluate_grid
+
+
 def test_the_choice_is_an_algorithm_over_evaluate_callables():
     """Steps 2-6 with the evaluations looked up by hand (no job, no store): the grid measures each layer
     alone, the knapsack within 5 flips takes a2 (1 flip, 5 %) and b3 (3 flips, 4 %), the check of that
@@ -173,15 +187,11 @@ def test_the_choice_is_an_algorithm_over_evaluate_callables():
     tile2, tile3 = {"kind": "tile", "window": 2}, {"kind": "tile", "window": 3}
     alone = {("a", 2): (1, 0.05), ("a", 3): (20, 0.09), ("b", 2): (0, 0.01), ("b", 3): (3, 0.04)}
     grids, checks = [], []
+    measure = grid_of(alone)
 
     def evaluate_grid(tables):
         grids.append(tables)
-        found = []
-        for table in tables:
-            ((name, entry),) = table["layers"].items()
-            flips, saving = alone[name, entry["window"]]
-            found.append(ev(f"{name}{entry['window']}", flips, 0, saving, {name: saving}))
-        return found
+        return measure(tables)
 
     results = {("a2", "b3"): ev("both", 4, 0, 0.09), ("a2", "off"): ev("a2 only", 1, 0, 0.05),
                ("a2", "b2"): ev("a2 b2", 1, 0, 0.06)}  # fmt: skip
@@ -208,7 +218,7 @@ def test_the_choice_is_an_algorithm_over_evaluate_callables():
 
 def test_uniform_tables_are_checked_and_win_when_layers_flip_the_same_images():
     """The knapsack sees a1 + b1 at 6 summed flips (over 5 at budget 0.5 on 1000 images with the drop
-    itself), so it takes b1 alone; the uniform check of candidate 1 at both layers flips only 3 images
+    itself), so it takes a2 alone (4 flips, 6 %); the uniform check of candidate 1 at both layers flips only 3 images
     together (the same hard ones) and saves more: it is the choice. Candidate 2 at every layer is over
     the budget and becomes the revert pass's start, which turns b off (its flips per saving are higher)."""
     from pipeline.fitting.operating_points import SearchConfig, choose
@@ -216,14 +226,7 @@ def test_uniform_tables_are_checked_and_win_when_layers_flip_the_same_images():
     one, two = {"kind": "tile", "window": 1}, {"kind": "tile", "window": 2}
     alone = {("a", 1): (3, 0.05), ("a", 2): (4, 0.06), ("b", 1): (3, 0.04), ("b", 2): (30, 0.08)}
 
-    def evaluate_grid(tables):
-        found = []
-        for table in tables:
-            ((name, entry),) = table["layers"].items()
-            flips, saving = alone[name, entry["window"]]
-            found.append(ev(f"{name}{entry['window']}", flips, 0, saving, {name: saving}))
-        return found
-
+    evaluate_grid = grid_of(alone)
     results = {("a1", "b1"): ev("uniform 1", 3, 0, 0.09), ("a2", "b2"): ev("uniform 2", 40, 0, 0.14),
                ("a1", "off"): ev("a1 only", 3, 0, 0.05), ("off", "b1"): ev("b1 only", 3, 0, 0.04),
                ("a2", "off"): ev("a2 only", 4, 0, 0.06)}  # fmt: skip
